@@ -1,0 +1,135 @@
+"""Data recipes: named ways to build an HF `datasets.Dataset` from a manifest's `data:` block.
+
+A recipe has three faces, because the pipeline needs two of them before anything launches:
+- `columns(options)`: the columns it yields, known at plan time (validation checks them against
+  what the stage kind and its rewards need) without importing `datasets` or torch;
+- `identity(options)`: what the data *is* (file hashes, generator options), part of the stage
+  fingerprint, so editing a data file reruns the stages that read it;
+- `load(options)`: the dataset itself, built in the stage process.
+
+The options of each recipe are a pydantic model, so a typo in `data:` is an error naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+if TYPE_CHECKING:
+    import datasets
+
+
+class RecipeError(ValueError):
+    """A bad `data:` block, phrased as one line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    name: str
+    options_model: type[BaseModel]
+    columns: Callable[[Any], list[str]]
+    identity: Callable[[Any], dict[str, Any]]
+    load: Callable[[Any], "datasets.Dataset"]
+
+
+class JsonlOptions(BaseModel):
+    """A local JSON Lines file; `columns` renames fields (`{new_name: field_in_file}`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path
+    columns: dict[str, str] = {}
+    limit: int | None = None
+
+
+def _jsonl_first_row(options: JsonlOptions) -> dict[str, Any]:
+    if not options.path.is_file():
+        raise RecipeError(f"data file {options.path} does not exist")
+    with options.path.open() as handle:
+        for line in handle:
+            if line.strip():
+                return json.loads(line)
+    raise RecipeError(f"data file {options.path} is empty")
+
+
+def _jsonl_columns(options: JsonlOptions) -> list[str]:
+    fields = set(_jsonl_first_row(options))
+    for new_name, source in options.columns.items():
+        if source not in fields:
+            raise RecipeError(f"columns.{new_name}: {options.path} has no field {source!r}{suggest(source, fields)}")
+    renamed_sources = set(options.columns.values())
+    return sorted((fields - renamed_sources) | set(options.columns))
+
+
+def _jsonl_identity(options: JsonlOptions) -> dict[str, Any]:
+    return {"sha256": file_sha256(options.path), "columns": options.columns, "limit": options.limit}
+
+
+def _jsonl_load(options: JsonlOptions) -> "datasets.Dataset":
+    import datasets
+
+    dataset = datasets.load_dataset("json", data_files=str(options.path), split="train")
+    if options.limit is not None:
+        dataset = dataset.select(range(min(options.limit, len(dataset))))
+    renames = {source: new for new, source in options.columns.items() if source != new}
+    return dataset.rename_columns(renames) if renames else dataset
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def suggest(word: str, choices: Any) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _registry() -> dict[str, Recipe]:
+    from data_recipes import synthetic
+
+    recipes = [
+        synthetic.RECIPE,
+        Recipe("jsonl", JsonlOptions, _jsonl_columns, _jsonl_identity, _jsonl_load),
+    ]
+    return {recipe.name: recipe for recipe in recipes}
+
+
+def _parse(name: str, options: dict[str, Any]) -> tuple[Recipe, BaseModel]:
+    recipes = _registry()
+    if name not in recipes:
+        raise RecipeError(f"unknown recipe {name!r}{suggest(name, recipes)}; recipes: {', '.join(recipes)}")
+    recipe = recipes[name]
+    try:
+        return recipe, recipe.options_model.model_validate(options)
+    except ValidationError as error:
+        first = error.errors()[0]
+        key = ".".join(str(part) for part in first["loc"])
+        if first["type"] == "extra_forbidden":
+            return_hint = suggest(str(first["loc"][-1]), recipe.options_model.model_fields)
+            raise RecipeError(f"recipe {name!r} has no option {key!r}{return_hint}") from None
+        raise RecipeError(f"recipe {name!r} option {key!r}: {first['msg']} (got {first.get('input')!r})") from None
+
+
+def columns(name: str, options: dict[str, Any]) -> list[str]:
+    recipe, parsed = _parse(name, options)
+    return recipe.columns(parsed)
+
+
+def identity(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    recipe, parsed = _parse(name, options)
+    return {"recipe": name, "options": parsed.model_dump(mode="json"), **recipe.identity(parsed)}
+
+
+def load(name: str, options: dict[str, Any]) -> "datasets.Dataset":
+    recipe, parsed = _parse(name, options)
+    return recipe.load(parsed)

@@ -1,0 +1,96 @@
+"""`gradus plan | run | status`: the command line. Imports no torch: heavy work runs in stage processes.
+
+    gradus plan MANIFEST               validate, then print each stage, what a run would do, and its command
+    gradus run MANIFEST [--from S | --only S]
+    gradus status RUN_DIR              the ledger as a table
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.ledger import Ledger
+from pipeline.manifest import ManifestError, load_manifest
+from pipeline.plan import Plan, make_plan
+from pipeline.runner import RunError, decide, run
+
+console = Console(highlight=False)
+KEY_METRICS = ("accuracy", "final_loss", "eval_loss", "reward", "train_runtime")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gradus", description="Chain LLM post-training stages from one YAML manifest.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    plan_parser = commands.add_parser("plan", help="validate a manifest and print the plan and exact commands")
+    plan_parser.add_argument("manifest", type=Path)
+    run_parser = commands.add_parser("run", help="run (or resume) every stage of a manifest")
+    run_parser.add_argument("manifest", type=Path)
+    partial = run_parser.add_mutually_exclusive_group()
+    partial.add_argument("--from", dest="from_stage", metavar="STAGE", help="rerun STAGE and every stage after it")
+    partial.add_argument("--only", metavar="STAGE", help="rerun STAGE alone (the stage it starts from must be done)")
+    status_parser = commands.add_parser("status", help="show the ledger of a run directory")
+    status_parser.add_argument("run_dir", type=Path)
+    args = parser.parse_args(argv)
+
+    try:
+        if args.command == "status":
+            return show_status(args.run_dir)
+        plan = make_plan(load_manifest(args.manifest))
+        if args.command == "plan":
+            return show_plan(plan)
+        for name in (args.from_stage, args.only):
+            if name is not None and name not in [stage.name for stage in plan.stages]:
+                raise ManifestError(f"--from/--only: no stage named {name!r} in {args.manifest}")
+        return run(plan, from_stage=args.from_stage, only=args.only, say=lambda line: console.print(line, markup=False))
+    except (ManifestError, RunError) as error:
+        console.print(f"[red]gradus: error:[/red] {error}", soft_wrap=True)
+        return 2
+
+
+def show_plan(plan: Plan) -> int:
+    ledger = Ledger(plan.run_dir)
+    table = Table(title=f"plan for {plan.run_dir}")
+    for column in ("stage", "kind", "starts from", "fingerprint", "if run now"):
+        table.add_column(column)
+    for stage in plan.stages:
+        action = decide(stage, ledger, forced=False)
+        table.add_row(stage.name, stage.kind, stage.upstream or "base", stage.fingerprint, action)
+    console.print(table)
+    for stage in plan.stages:
+        console.print(f"\n# {stage.name}\n{shlex.join(stage.command)}", soft_wrap=True)
+    return 0
+
+
+def show_status(run_dir: Path) -> int:
+    ledger = Ledger(run_dir)
+    if not ledger.stages:
+        console.print(f"no ledger in {run_dir}")
+        return 1
+    table = Table(title=f"status of {run_dir}")
+    for column in ("stage", "kind", "state", "fingerprint", "duration", "key metrics", "output"):
+        table.add_column(column)
+    colours = {"done": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}
+    for name, entry in ledger.stages.items():
+        metrics = entry.get("metrics") or {}
+        shown = ", ".join(f"{key} {metrics[key]:.3g}" for key in KEY_METRICS if isinstance(metrics.get(key), (int, float)))
+        duration = f"{entry['duration_s']:.0f}s" if entry.get("duration_s") is not None else ""
+        state = entry["state"]
+        table.add_row(
+            name, entry.get("kind", ""), f"[{colours.get(state, 'white')}]{state}[/]", entry.get("fingerprint", ""),
+            duration, shown, entry.get("model") or entry.get("output", ""),
+        )
+    console.print(table)
+    for name, entry in ledger.stages.items():
+        if entry["state"] in {"failed", "interrupted"} and entry.get("message"):
+            console.print(f"\n[bold]{name}[/bold]: {entry['message']}", soft_wrap=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

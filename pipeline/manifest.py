@@ -1,0 +1,316 @@
+"""The stage manifest: its schema, and every check that can run before anything launches.
+
+A manifest is one YAML file. `load_manifest` parses it and raises `ManifestError` with a one-line
+message naming the stage and the field for anything wrong: unknown keys, wrong types, unknown
+kinds, dangling or forward `model` references, duplicate names, missing data files or columns,
+unknown launch profiles, trainer `args` that are not fields of the kind's config class, and
+rewards that don't resolve. The CLI turns that error into one line and a non-zero exit, with
+nothing launched and nothing under `run_dir` touched.
+
+Heavy libraries are imported only where a check needs them (the trainer config classes, to read
+their real fields), never at CLI start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+import data_recipes
+import launch
+import rewards
+
+
+class ManifestError(ValueError):
+    """A manifest problem, phrased as one line that names the stage and the field."""
+
+
+@dataclasses.dataclass(frozen=True)
+class KindInfo:
+    """What the pipeline must know about a stage kind without importing its module."""
+
+    config_class: str  # "module:Class" whose dataclass fields are the stage's valid `args`
+    produces_model: bool  # can a later stage start from this stage's output?
+    needs_rewards: bool = False
+
+
+# `args` of each kind are the fields of these classes, so TRL's own help text documents them.
+KINDS: dict[str, KindInfo] = {
+    "sft": KindInfo("trl:SFTConfig", produces_model=True),
+    "eval": KindInfo("stages.arguments:EvalArgs", produces_model=False),
+}
+
+# Fields gradus sets itself; a manifest that sets them would silently fight the runner.
+ARGS_OWNED_BY_GRADUS = {
+    "output_dir": "gradus writes checkpoints to <run_dir>/<stage>/checkpoints",
+    "resume_from_checkpoint": "gradus resumes from the stage's last checkpoint by itself",
+}
+
+
+class TinyModelSpec(BaseModel):
+    """A random-init causal LM built from a config, with a locally built character tokenizer.
+
+    It exists so the whole pipeline runs with no download; real runs name an HF id or a path.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    arch: Literal["llama", "qwen2"] = "llama"
+    hidden_size: int = Field(128, gt=0)
+    intermediate_size: int = Field(512, gt=0)
+    num_hidden_layers: int = Field(4, gt=0)
+    num_attention_heads: int = Field(4, gt=0)
+    max_position_embeddings: int = Field(512, gt=0)
+
+
+class LaunchSpec(BaseModel):
+    """Where a stage runs: a profile in `launch/` plus overrides of its `accelerate launch` flags."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    profile: str = "single"
+    num_processes: int | None = Field(None, gt=0)
+    num_machines: int | None = Field(None, gt=0)
+    main_process_port: int | None = None
+    env: dict[str, str] = {}
+
+    @field_validator("profile")
+    @classmethod
+    def _known_profile(cls, profile: str) -> str:
+        known = launch.profile_names()
+        if profile not in known:
+            raise ValueError(f"unknown launch profile {profile!r}{_suggest(profile, known)}; profiles: {', '.join(known)}")
+        return profile
+
+
+class DataSpec(BaseModel):
+    """A data recipe name; the other keys are that recipe's options, validated by the recipe."""
+
+    model_config = ConfigDict(extra="allow")
+
+    recipe: str
+
+
+class RewardSpec(BaseModel):
+    """A reward by name (built-in, entry point or `module:function`), its weight, and its options."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    weight: float = 1.0
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class StageSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    kind: str
+    model: str = "base"
+    data: DataSpec
+    eval_data: DataSpec | None = None
+    args: dict[str, Any] = {}
+    peft: dict[str, Any] | None = None
+    rewards: list[RewardSpec] = []
+    launch: LaunchSpec = LaunchSpec()
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, kind: str) -> str:
+        if kind not in KINDS:
+            raise ValueError(f"unknown kind {kind!r}{_suggest(kind, KINDS)}; kinds: {', '.join(KINDS)}")
+        return kind
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    run_dir: Path
+    seed: int = 0
+    base_model: str | TinyModelSpec
+    stages: list[StageSpec] = Field(min_length=1)
+
+    @field_validator("base_model", mode="before")
+    @classmethod
+    def _tiny_shorthand(cls, value: Any) -> Any:
+        """`base_model: tiny` and `base_model: {tiny: {...}}` both mean the built-in tiny model."""
+        if value == "tiny":
+            return {}
+        if isinstance(value, dict) and set(value) == {"tiny"}:
+            return value["tiny"] or {}
+        return value
+
+    def stage(self, name: str) -> StageSpec:
+        return next(stage for stage in self.stages if stage.name == name)
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    """Parse and fully validate a manifest; raise `ManifestError` (one line) on the first problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"manifest {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ManifestError(f"{path}: not valid YAML{where}: {getattr(error, 'problem', error)}") from None
+    if not isinstance(raw, dict):
+        raise ManifestError(f"{path}: a manifest is a YAML mapping with run_dir, base_model and stages")
+    try:
+        manifest = Manifest.model_validate(raw)
+    except ValidationError as error:
+        raise ManifestError(_describe_validation_error(error, raw)) from None
+    _check_stage_graph(manifest)
+    for stage in manifest.stages:
+        _check_data(stage)
+        _check_args(stage)
+        _check_rewards(stage)
+    return manifest
+
+
+def _check_stage_graph(manifest: Manifest) -> None:
+    seen: dict[str, StageSpec] = {}
+    all_names = [stage.name for stage in manifest.stages]
+    for stage in manifest.stages:
+        if stage.name in seen:
+            raise ManifestError(f"stage {stage.name!r}: field 'name': duplicate stage name")
+        if stage.model != "base":
+            if stage.model not in all_names:
+                choices = ["base", *seen]
+                raise ManifestError(
+                    f"stage {stage.name!r}: field 'model': no stage named {stage.model!r}"
+                    f"{_suggest(stage.model, choices)}; use 'base' or an earlier stage: {', '.join(choices)}"
+                )
+            if stage.model not in seen:
+                raise ManifestError(
+                    f"stage {stage.name!r}: field 'model': stage {stage.model!r} comes later; a stage can only start from an earlier one"
+                )
+            if not KINDS[seen[stage.model].kind].produces_model:
+                raise ManifestError(
+                    f"stage {stage.name!r}: field 'model': stage {stage.model!r} is a {seen[stage.model].kind} stage and produces no model"
+                )
+        if stage.kind in {"eval"} and stage.args.get("num_train_epochs"):
+            raise ManifestError(f"stage {stage.name!r}: field 'args.num_train_epochs': eval stages do not train")
+        seen[stage.name] = stage
+
+
+def _check_data(stage: StageSpec) -> None:
+    for field in ("data", "eval_data"):
+        spec = getattr(stage, field)
+        if spec is None:
+            continue
+        try:
+            columns = data_recipes.columns(spec.recipe, spec.model_extra or {})
+        except data_recipes.RecipeError as error:
+            raise ManifestError(f"stage {stage.name!r}: field '{field}': {error}") from None
+        missing = _missing_columns(stage.kind, set(columns))
+        if missing:
+            raise ManifestError(
+                f"stage {stage.name!r}: field '{field}': recipe {spec.recipe!r} gives no column {missing}; "
+                f"it has {', '.join(sorted(columns))}"
+            )
+
+
+def _missing_columns(kind: str, columns: set[str]) -> str | None:
+    """The column(s) a kind needs that the data lacks, phrased for the error message."""
+    if kind == "sft":
+        if "messages" in columns or {"prompt", "completion"} <= columns:
+            return None
+        return "'messages' (or 'prompt' + 'completion')"
+    for needed in {"eval": ["prompt", "answer"]}.get(kind, ["prompt"]):
+        if needed not in columns:
+            return repr(needed)
+    return None
+
+
+def stage_columns(stage: StageSpec) -> set[str]:
+    return set(data_recipes.columns(stage.data.recipe, stage.data.model_extra or {}))
+
+
+def config_class(kind: str) -> type:
+    module_name, class_name = KINDS[kind].config_class.split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def _check_args(stage: StageSpec) -> None:
+    """Check `args` against the real fields and types of the kind's config class (e.g. trl.SFTConfig).
+
+    Only names and types are checked here: the config's own `__post_init__` runs in the stage
+    process, on the machine that trains (a CPU login node can't judge `bf16=True`).
+    """
+    if not stage.args:
+        return
+    from pydantic import TypeAdapter
+
+    cls = config_class(stage.kind)
+    fields = {field.name for field in dataclasses.fields(cls) if field.init}
+    hints = typing.get_type_hints(cls)
+    for key, value in stage.args.items():
+        where = f"stage {stage.name!r}: field 'args.{key}'"
+        if key in ARGS_OWNED_BY_GRADUS:
+            raise ManifestError(f"{where}: set by gradus ({ARGS_OWNED_BY_GRADUS[key]})")
+        if key not in fields:
+            raise ManifestError(f"{where}: not a field of {cls.__name__}{_suggest(key, fields)}")
+        try:
+            TypeAdapter(hints[key]).validate_python(value)
+        except ValidationError:
+            raise ManifestError(f"{where}: {value!r} is not a valid {_type_name(hints[key])}") from None
+
+
+def _check_rewards(stage: StageSpec) -> None:
+    if KINDS[stage.kind].needs_rewards and not stage.rewards:
+        raise ManifestError(f"stage {stage.name!r}: field 'rewards': a {stage.kind} stage needs at least one reward")
+    columns = stage_columns(stage)
+    for index, reward in enumerate(stage.rewards):
+        try:
+            rewards.check(reward.name, reward.options, columns)
+        except rewards.RewardSpecError as error:
+            raise ManifestError(f"stage {stage.name!r}: field 'rewards[{index}]' ({reward.name}): {error}") from None
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _suggest(word: str, choices: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _describe_validation_error(error: ValidationError, raw: dict[str, Any]) -> str:
+    """Turn pydantic's first error into 'stage NAME: field F: problem' with a suggestion."""
+    first = error.errors()[0]
+    # pydantic reports a union's branches as extra path parts ('str', 'TinyModelSpec'); drop them.
+    location = [part for part in first["loc"] if not _is_type_tag(part)]
+    prefix, owner = "", Manifest
+    if len(location) >= 2 and location[0] == "stages" and isinstance(location[1], int):
+        stages = raw.get("stages") or []
+        stage_raw = stages[location[1]] if location[1] < len(stages) else {}
+        name = stage_raw.get("name") if isinstance(stage_raw, dict) else None
+        prefix = f"stage {name!r}: " if name else f"stages[{location[1]}]: "
+        location, owner = location[2:], StageSpec
+    field = ".".join(str(part) for part in location) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        nested = {"launch": LaunchSpec, "base_model": TinyModelSpec}
+        if len(location) >= 2:
+            owner = nested.get(str(location[-2]), owner)
+        return f"{prefix}field '{field}': unknown key{_suggest(str(location[-1]), owner.model_fields)}"
+    if first["type"] == "missing":
+        return f"{prefix}field '{field}': required"
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{prefix}field '{field}': {message} (got {first.get('input')!r})"
+
+
+def _is_type_tag(part: Any) -> bool:
+    return isinstance(part, str) and (part in {"str", "int", "float"} or part[:1].isupper())

@@ -1,0 +1,143 @@
+"""From a validated manifest to a plan: each stage's resolved stage file, fingerprint and command.
+
+Everything here is a pure function of the manifest (and the data files it names), so `gradus plan`
+can print exactly what `gradus run` will execute, and tests can check commands without launching.
+
+A stage's fingerprint is the hash of what determines its output: its resolved spec (kind, data,
+args, peft, rewards), the manifest seed, the identity of its data (file hashes, generator
+options), and the fingerprint of the stage it starts from (or the base model). A change anywhere
+upstream therefore changes every fingerprint downstream. Launch settings are left out on purpose:
+they say where a stage runs, not what it computes, so a job requeued on other nodes still resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import data_recipes
+import launch
+from pipeline.manifest import Manifest, StageSpec, TinyModelSpec
+
+BASE_MODEL_DIR = "base_model"
+
+
+@dataclasses.dataclass
+class PlannedStage:
+    name: str
+    kind: str
+    fingerprint: str
+    stage_dir: Path
+    model_path: str
+    upstream: str | None
+    resolved: dict[str, Any]  # the content of stage.yaml
+    command: list[str]
+
+    @property
+    def stage_file(self) -> Path:
+        return self.stage_dir / "stage.yaml"
+
+
+@dataclasses.dataclass
+class Plan:
+    run_dir: Path
+    base_model: str | TinyModelSpec
+    seed: int
+    stages: list[PlannedStage]
+
+    @property
+    def base_model_dir(self) -> Path | None:
+        """Where a built-in tiny base model is materialised, or None for an HF id or path."""
+        return self.run_dir / BASE_MODEL_DIR if isinstance(self.base_model, TinyModelSpec) else None
+
+    def index(self, name: str) -> int:
+        return [stage.name for stage in self.stages].index(name)
+
+
+def fingerprint(payload: Any) -> str:
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _data_identity(spec: Any) -> dict[str, Any] | None:
+    if spec is None:
+        return None
+    return data_recipes.identity(spec.recipe, spec.model_extra or {})
+
+
+def _data_block(spec: Any) -> dict[str, Any] | None:
+    if spec is None:
+        return None
+    return {"recipe": spec.recipe, **_jsonable(spec.model_extra or {})}
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def make_plan(manifest: Manifest) -> Plan:
+    run_dir = manifest.run_dir.resolve()
+    base_model = manifest.base_model
+    if isinstance(base_model, TinyModelSpec):
+        base_path, base_identity = str(run_dir / BASE_MODEL_DIR), {"tiny": base_model.model_dump(), "seed": manifest.seed}
+    else:
+        local = Path(base_model).expanduser()
+        base_path = str(local.resolve()) if local.exists() else base_model
+        base_identity = {"model": base_model}
+
+    planned: dict[str, PlannedStage] = {}
+    for spec in manifest.stages:
+        upstream = None if spec.model == "base" else planned[spec.model]
+        model_path = base_path if upstream is None else str(upstream.stage_dir / "model")
+        stage_dir = run_dir / spec.name
+        resolved = {
+            "name": spec.name,
+            "kind": spec.kind,
+            "seed": manifest.seed,
+            "stage_dir": str(stage_dir),
+            "model_path": model_path,
+            "data": _data_block(spec.data),
+            "eval_data": _data_block(spec.eval_data),
+            "args": _jsonable(spec.args),
+            "peft": _jsonable(spec.peft),
+            "rewards": [{"name": r.name, "weight": r.weight, "options": _jsonable(r.options)} for r in spec.rewards],
+        }
+        what_determines_output = {
+            "spec": {key: value for key, value in resolved.items() if key not in {"stage_dir", "model_path", "name"}},
+            "data": _data_identity(spec.data),
+            "eval_data": _data_identity(spec.eval_data),
+            "upstream": upstream.fingerprint if upstream else base_identity,
+        }
+        resolved["fingerprint"] = fingerprint(what_determines_output)
+        planned[spec.name] = PlannedStage(
+            name=spec.name,
+            kind=spec.kind,
+            fingerprint=resolved["fingerprint"],
+            stage_dir=stage_dir,
+            model_path=model_path,
+            upstream=upstream.name if upstream else None,
+            resolved=resolved,
+            command=launch_command(spec, stage_dir / "stage.yaml"),
+        )
+    return Plan(run_dir=run_dir, base_model=base_model, seed=manifest.seed, stages=list(planned.values()))
+
+
+def accelerate_executable() -> str:
+    """`accelerate` from the same environment as gradus, so an unactivated venv still works."""
+    beside_python = Path(sys.executable).parent / "accelerate"
+    return str(beside_python) if beside_python.exists() else (shutil.which("accelerate") or "accelerate")
+
+
+def launch_command(spec: StageSpec, stage_file: Path) -> list[str]:
+    """`accelerate launch --config_file launch/<profile>.yaml [overrides] -m stages.<kind> <stage file>`."""
+    command = [accelerate_executable(), "launch", "--config_file", str(launch.profile_path(spec.launch.profile))]
+    for flag in ("num_processes", "num_machines", "main_process_port"):
+        value = getattr(spec.launch, flag)
+        if value is not None:
+            command += [f"--{flag}", str(value)]
+    return command + ["-m", f"stages.{spec.kind}", str(stage_file)]

@@ -1,0 +1,205 @@
+"""Run a plan: one launched process per stage, the ledger updated around each, resumption by stage.
+
+For each stage, in manifest order, the runner decides:
+    skip    done before with the same fingerprint and its done.json is there
+    resume  started before with the same fingerprint (running/failed/interrupted): the stage process
+            finds its last checkpoint and continues from it
+    fresh   anything else: the old stage directory is set aside under `run_dir/.previous/` (kept
+            until the new run of the stage finishes), and the stage starts from scratch
+Because a stage's fingerprint includes its upstream's, a changed stage makes every stage after it
+fresh, and nothing before it reruns.
+
+This module is the one place that starts subprocesses. A stage's output streams to the console
+and to `<stage>/log.txt`. SIGINT/SIGTERM stop the running stage (its whole process group) and are
+recorded as `interrupted`; a stage that exits non-zero is recorded as `failed` with its log tail,
+and the run stops there. Finished stages and the ledger are never touched by a failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import yaml
+
+from pipeline.ledger import Ledger, now
+from pipeline.plan import Plan, PlannedStage
+from stages.common import terminate_with_parent
+
+LOG_TAIL_LINES = 25
+
+
+class RunError(RuntimeError):
+    """A run that cannot proceed, phrased as one line."""
+
+
+def decide(stage: PlannedStage, ledger: Ledger, forced: bool) -> str:
+    entry = ledger.entry(stage.name)
+    if forced or entry is None or entry.get("fingerprint") != stage.fingerprint:
+        return "fresh"
+    if entry["state"] == "done" and _done_marker_matches(stage):
+        return "skip"
+    return "resume"
+
+
+def _done_marker_matches(stage: PlannedStage) -> bool:
+    marker = stage.stage_dir / "done.json"
+    return marker.is_file() and json.loads(marker.read_text()).get("fingerprint") == stage.fingerprint
+
+
+def run(plan: Plan, from_stage: str | None = None, only: str | None = None, say=print) -> int:
+    """Run the plan; return the exit code (0 all done, 1 a stage failed, 130 interrupted)."""
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    with _exclusive_lock(plan.run_dir):
+        ledger = Ledger(plan.run_dir)
+        names = [stage.name for stage in plan.stages]
+        first_forced = names.index(only or from_stage) if (only or from_stage) else len(names)
+        for index, stage in enumerate(plan.stages):
+            if only and stage.name != only:
+                continue
+            action = decide(stage, ledger, forced=index >= first_forced)
+            if action == "skip":
+                say(f"[gradus] {stage.name}: done (fingerprint {stage.fingerprint}), skipped")
+                continue
+            _check_upstream_done(stage, ledger)
+            if action == "fresh":
+                _set_aside(stage, plan.run_dir)
+            say(f"[gradus] {stage.name}: {'resuming' if action == 'resume' else 'starting'} ({stage.kind}, fingerprint {stage.fingerprint})")
+            if stage.upstream is None and plan.base_model_dir is not None:
+                _materialise_tiny_base(plan)
+            exit_code = _run_stage(stage, ledger, plan.run_dir, say)
+            if exit_code != 0:
+                return exit_code
+        say(f"[gradus] run complete: {plan.run_dir}")
+        return 0
+
+
+def _check_upstream_done(stage: PlannedStage, ledger: Ledger) -> None:
+    if stage.upstream is None:
+        return
+    entry = ledger.entry(stage.upstream)
+    if not entry or entry.get("state") != "done" or not Path(stage.model_path).is_dir():
+        raise RunError(f"stage {stage.name!r} starts from {stage.upstream!r}, which has not finished; run it first")
+
+
+def _set_aside(stage: PlannedStage, run_dir: Path) -> None:
+    """Move an earlier output out of the way, keeping it until the new run of the stage succeeds."""
+    if not stage.stage_dir.exists():
+        return
+    previous = run_dir / ".previous" / stage.name
+    shutil.rmtree(previous, ignore_errors=True)
+    previous.parent.mkdir(parents=True, exist_ok=True)
+    stage.stage_dir.rename(previous)
+
+
+def _materialise_tiny_base(plan: Plan) -> None:
+    """Build the built-in tiny model once per run directory (in a subprocess: the CLI imports no torch)."""
+    target = plan.base_model_dir
+    spec = plan.base_model.model_dump()
+    spec_file = target / "gradus_tiny_spec.json"
+    wanted = {"spec": spec, "seed": plan.seed}
+    if spec_file.is_file() and json.loads(spec_file.read_text()) == wanted:
+        return
+    shutil.rmtree(target, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "stages.models", json.dumps(spec), str(target), str(plan.seed)], check=True)
+    spec_file.write_text(json.dumps(wanted))
+
+
+def _run_stage(stage: PlannedStage, ledger: Ledger, run_dir: Path, say) -> int:
+    stage.stage_dir.mkdir(parents=True, exist_ok=True)
+    stage.stage_file.write_text(yaml.safe_dump(stage.resolved, sort_keys=False))
+    started = time.time()
+    ledger.update(
+        stage.name, state="running", kind=stage.kind, fingerprint=stage.fingerprint, started_at=now(),
+        ended_at=None, duration_s=None, output=str(stage.stage_dir), command=stage.command,
+        exit_code=None, message=None, metrics={},
+    )
+    log_path = stage.stage_dir / "log.txt"
+    exit_code, interrupted_by = _execute(stage.command, log_path)
+    duration = round(time.time() - started, 1)
+    if exit_code == 0 and _done_marker_matches(stage):
+        metrics = json.loads((stage.stage_dir / "metrics.json").read_text())
+        model_dir = stage.stage_dir / "model"
+        ledger.update(
+            stage.name, state="done", ended_at=now(), duration_s=duration, exit_code=0, metrics=metrics,
+            model=str(model_dir) if model_dir.is_dir() else None,
+        )
+        shutil.rmtree(run_dir / ".previous" / stage.name, ignore_errors=True)
+        say(f"[gradus] {stage.name}: done in {duration:.0f}s")
+        return 0
+    if interrupted_by:
+        message = f"stopped by {interrupted_by}; rerun the same command to resume from the last checkpoint"
+        ledger.update(stage.name, state="interrupted", ended_at=now(), duration_s=duration, exit_code=exit_code, message=message)
+        say(f"[gradus] {stage.name}: {message}")
+        return 130
+    tail = _log_tail(log_path)
+    reason = f"exit code {exit_code}" if exit_code != 0 else "exited 0 without writing done.json"
+    ledger.update(stage.name, state="failed", ended_at=now(), duration_s=duration, exit_code=exit_code, message=f"{reason}\n{tail}")
+    say(f"[gradus] {stage.name}: FAILED ({reason}); last lines of {log_path}:\n{tail}")
+    return 1
+
+
+def _log_tail(log_path: Path) -> str:
+    text = log_path.read_text(errors="replace") if log_path.exists() else ""
+    lines = [line.split("\r")[-1] for line in text.splitlines() if line.strip()]
+    return "\n".join(lines[-LOG_TAIL_LINES:])
+
+
+def _execute(command: list[str], log_path: Path) -> tuple[int, str | None]:
+    """Run one stage command in its own process group, teeing output to the console and the log.
+
+    Returns the exit code and the name of the signal that interrupted the run, if one did.
+    """
+    interrupted_by: list[str] = []
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with log_path.open("ab") as log:
+        log.write(f"\n===== {now()} {' '.join(command)}\n".encode())
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True, preexec_fn=terminate_with_parent,
+        )
+
+        def forward(signum: int, _frame) -> None:
+            interrupted_by.append(signal.Signals(signum).name)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+
+        previous_handlers = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while chunk := os.read(process.stdout.fileno(), 65536):
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+                log.write(chunk)
+            exit_code = _wait_then_kill(process)
+        finally:
+            for sig, handler in previous_handlers.items():
+                signal.signal(sig, handler)
+    return exit_code, (interrupted_by[0] if interrupted_by else None)
+
+
+def _wait_then_kill(process: subprocess.Popen, grace_s: float = 60.0) -> int:
+    try:
+        return process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        return process.wait()
+
+
+@contextlib.contextmanager
+def _exclusive_lock(run_dir: Path) -> Iterator[None]:
+    with (run_dir / ".gradus.lock").open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunError(f"another gradus run is using {run_dir}") from None
+        yield

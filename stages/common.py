@@ -1,0 +1,204 @@
+"""What every stage process shares: reading its stage file, building trainer args, resume, saving.
+
+A stage is launched as `accelerate launch ... -m stages.<kind> <run_dir>/<stage>/stage.yaml`, and
+that resolved stage file is all it reads. Its outputs, all under the stage directory:
+
+    checkpoints/     the trainer's output_dir (checkpoint-N/ for resume)
+    model/           the final model + tokenizer, what a later stage's `model: <this stage>` loads
+    metrics.json     the numbers `gradus status` shows and the ledger records
+    done.json        written last: its presence (with the fingerprint) means the stage finished
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import json
+import logging
+import os
+import signal
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+log = logging.getLogger("gradus")
+
+
+@dataclasses.dataclass
+class Stage:
+    """The resolved stage file, as written by the runner (pipeline/plan.py)."""
+
+    name: str
+    kind: str
+    fingerprint: str
+    seed: int
+    stage_dir: Path
+    model_path: str
+    data: dict[str, Any]
+    eval_data: dict[str, Any] | None = None
+    args: dict[str, Any] = dataclasses.field(default_factory=dict)
+    peft: dict[str, Any] | None = None
+    rewards: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.stage_dir / "checkpoints"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.stage_dir / "model"
+
+
+def start(argv: list[str] | None = None) -> Stage:
+    """Read the stage file named on the command line and prepare this process to run it."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        sys.exit("usage: accelerate launch [...] -m stages.<kind> <run_dir>/<stage>/stage.yaml")
+    raw = yaml.safe_load(Path(argv[0]).read_text())
+    stage = Stage(**{**raw, "stage_dir": Path(raw["stage_dir"])})
+    terminate_with_parent()
+    if os.getppid() == 1:
+        sys.exit("gradus: the launcher of this stage is gone; not starting")
+    logging.basicConfig(level=logging.INFO, format=f"[{stage.name}] %(message)s", force=True)
+    for noisy in (FutureWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=noisy)
+    return stage
+
+
+def terminate_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when its parent dies, even by SIGKILL.
+
+    The runner sets it on the launcher it starts, and each stage process sets it on itself, so a
+    killed runner leaves no orphan still writing checkpoints while the rerun starts.
+    """
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def training_args(config_cls: type, stage: Stage, **gradus_defaults: Any) -> Any:
+    """The kind's TRL config from the manifest's `args`, with what gradus owns filled in.
+
+    Precedence: the manifest's `args` > gradus's defaults for this kind > TRL's defaults. On a
+    machine with no GPU, `use_cpu` is set and bf16 (TRL's default) is turned off unless the
+    manifest asked for it, so the same manifest runs on a laptop and a GPU node.
+    """
+    import torch
+
+    values = {**gradus_defaults, **stage.args}
+    if not torch.cuda.is_available():
+        values.setdefault("use_cpu", True)
+        values.setdefault("bf16", False)
+    values.setdefault("seed", stage.seed)
+    return config_cls(output_dir=str(stage.checkpoint_dir), **values)
+
+
+def last_checkpoint(stage: Stage) -> str | None:
+    """The checkpoint to resume from, if an interrupted run of this very stage left one."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not stage.checkpoint_dir.is_dir():
+        return None
+    checkpoint = get_last_checkpoint(str(stage.checkpoint_dir))
+    if checkpoint and is_main_process():
+        log.info("resuming from checkpoint %s", checkpoint)
+    return checkpoint
+
+
+def load_data(spec: dict[str, Any]) -> Any:
+    """The `datasets.Dataset` of a stage's `data:` (or `eval_data:`) block."""
+    import data_recipes
+
+    return data_recipes.load(spec["recipe"], {key: value for key, value in spec.items() if key != "recipe"})
+
+
+def peft_config(stage: Stage) -> Any:
+    """A peft LoraConfig from the stage's `peft:` block (its keys are LoraConfig's own fields)."""
+    if not stage.peft:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(**{"task_type": "CAUSAL_LM", **stage.peft})
+
+
+def load_tokenizer(model_path: str) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def save_final_model(trainer: Any, stage: Stage) -> None:
+    """Save the trained model where later stages look for it; LoRA adapters are merged first, so a
+    later stage loads a plain model whatever this one trained."""
+    trainer.accelerator.wait_for_everyone()
+    if stage.peft:
+        unwrapped = trainer.accelerator.unwrap_model(trainer.model)
+        if trainer.accelerator.is_main_process:
+            unwrapped.save_pretrained(stage.stage_dir / "adapter")
+            unwrapped.merge_and_unload().save_pretrained(stage.model_dir)
+    else:
+        trainer.save_model(str(stage.model_dir))
+    if trainer.accelerator.is_main_process:
+        trainer.processing_class.save_pretrained(stage.model_dir)
+    trainer.accelerator.wait_for_everyone()
+
+
+def training_metrics(trainer: Any, train_output: Any) -> dict[str, Any]:
+    """Loss at the first and last logged step next to HF's own train metrics, and a loss curve PNG."""
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    metrics = {key: value for key, value in train_output.metrics.items() if isinstance(value, (int, float))}
+    metrics["global_step"] = trainer.state.global_step
+    if losses:
+        metrics["first_loss"], metrics["final_loss"] = losses[0], losses[-1]
+    return metrics
+
+
+def plot_curves(log_history: list[dict[str, Any]], keys: list[str], path: Path) -> None:
+    """One PNG with a panel per logged quantity against the training step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    present = [key for key in keys if any(key in entry for entry in log_history)]
+    if not present:
+        return
+    figure, axes = plt.subplots(1, len(present), figsize=(4.5 * len(present), 3.2), squeeze=False)
+    for axis, key in zip(axes[0], present):
+        points = [(entry["step"], entry[key]) for entry in log_history if key in entry and "step" in entry]
+        axis.plot(*zip(*points), marker=".")
+        axis.set_xlabel("step")
+        axis.set_title(key)
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def finish(stage: Stage, metrics: dict[str, Any]) -> None:
+    """Write metrics and then the done marker (last, so its presence means everything is there),
+    and close the process group cleanly (multi-process DeepSpeed aborts at exit otherwise)."""
+    if is_main_process():
+        write_json(stage.stage_dir / "metrics.json", metrics)
+        write_json(stage.stage_dir / "done.json", {"fingerprint": stage.fingerprint})
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def write_json(path: Path, payload: Any) -> None:
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    os.replace(temporary, path)

@@ -1,0 +1,48 @@
+"""`sft` stage: supervised fine-tuning with TRL's SFTTrainer.
+
+Data is prompt-completion (loss on the completion only, TRL's default for that format) or
+conversational `messages` (set `assistant_only_loss: true` in `args` to train on assistant turns
+only; the chat template needs `{% generation %}` markers, which the built-in tiny tokenizer has).
+A `peft:` block trains LoRA adapters instead of the full model; they are merged into `model/`.
+"""
+
+from __future__ import annotations
+
+from stages import common
+
+
+def text_columns(dataset) -> list[str]:
+    """Only the columns SFTTrainer trains on, so extra ones (answer, level, ...) don't reach the collator."""
+    return ["messages"] if "messages" in dataset.column_names else ["prompt", "completion"]
+
+
+def run(stage: common.Stage) -> None:
+    from trl import SFTConfig, SFTTrainer
+
+    train_dataset = common.load_data(stage.data)
+    train_dataset = train_dataset.select_columns(text_columns(train_dataset))
+    eval_dataset = None
+    if stage.eval_data:
+        eval_dataset = common.load_data(stage.eval_data)
+        eval_dataset = eval_dataset.select_columns(text_columns(eval_dataset))
+
+    trainer = SFTTrainer(
+        model=stage.model_path,
+        args=common.training_args(SFTConfig, stage),
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=common.load_tokenizer(stage.model_path),
+        peft_config=common.peft_config(stage),
+    )
+    train_output = trainer.train(resume_from_checkpoint=common.last_checkpoint(stage))
+    common.save_final_model(trainer, stage)
+    metrics = common.training_metrics(trainer, train_output)
+    if eval_dataset is not None:
+        metrics.update(trainer.evaluate())
+    if trainer.accelerator.is_main_process:
+        common.plot_curves(trainer.state.log_history, ["loss", "eval_loss", "learning_rate"], stage.stage_dir / "training.png")
+    common.finish(stage, metrics)
+
+
+if __name__ == "__main__":
+    run(common.start())
