@@ -101,13 +101,19 @@ def training_args(config_cls: type, stage: Stage, **gradus_defaults: Any) -> Any
 
 
 def last_checkpoint(stage: Stage) -> str | None:
-    """The checkpoint to resume from, if an interrupted run of this very stage left one."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest *complete* checkpoint an interrupted run of this very stage left, if any.
 
-    if not stage.checkpoint_dir.is_dir():
+    Not plain `get_last_checkpoint`: a kill while saving leaves a `checkpoint-N/` without its
+    `trainer_state.json` (HF writes that file last), and resuming from it would fail.
+    """
+    complete = [
+        path for path in stage.checkpoint_dir.glob("checkpoint-*")
+        if path.name.split("-")[-1].isdigit() and (path / "trainer_state.json").is_file()
+    ]
+    if not complete:
         return None
-    checkpoint = get_last_checkpoint(str(stage.checkpoint_dir))
-    if checkpoint and is_main_process():
+    checkpoint = str(max(complete, key=lambda path: int(path.name.split("-")[-1])))
+    if is_main_process():
         log.info("resuming from checkpoint %s", checkpoint)
     return checkpoint
 
@@ -158,6 +164,8 @@ def training_metrics(trainer: Any, train_output: Any) -> dict[str, Any]:
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     metrics = {key: value for key, value in train_output.metrics.items() if isinstance(value, (int, float))}
     metrics["global_step"] = trainer.state.global_step
+    metrics["num_processes"] = trainer.accelerator.num_processes
+    metrics["distributed_type"] = str(trainer.accelerator.distributed_type.value)
     if losses:
         metrics["first_loss"], metrics["final_loss"] = losses[0], losses[-1]
     return metrics

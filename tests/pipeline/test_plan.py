@@ -1,0 +1,74 @@
+"""Launch commands per profile, and fingerprints that change downstream but never upstream."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import launch
+from pipeline.manifest import load_manifest
+from pipeline.plan import make_plan
+from tests.conftest import tiny_manifest, write_manifest
+
+
+def plan_for(tmp_path: Path, manifest: dict):
+    return make_plan(load_manifest(write_manifest(tmp_path / "m.yaml", manifest)))
+
+
+@pytest.mark.parametrize("profile", ["single", "ddp", "zero2", "zero3"])
+def test_launch_command_per_profile(tmp_path, profile):
+    manifest = tiny_manifest(tmp_path / "run")
+    manifest["stages"][0]["launch"] = {"profile": profile, "num_processes": 2}
+    command = plan_for(tmp_path, manifest).stages[0].command
+    assert Path(command[0]).name == "accelerate" and command[1] == "launch"
+    assert command[2:4] == ["--config_file", str(launch.profile_path(profile))]
+    assert command[command.index("--num_processes") + 1] == "2"
+    assert command[-3:] == ["-m", "stages.sft", str((tmp_path / "run" / "sft" / "stage.yaml").resolve())]
+
+
+def test_every_profile_file_is_an_accelerate_config():
+    import yaml
+
+    for name in ["single", "ddp", "zero2", "zero3"]:
+        config = yaml.safe_load(launch.profile_path(name).read_text())
+        assert config["compute_environment"] == "LOCAL_MACHINE"
+        assert (config["distributed_type"] == "DEEPSPEED") == name.startswith("zero")
+        if name.startswith("zero"):
+            assert config["deepspeed_config"]["zero_stage"] == int(name[-1])
+
+
+def test_changing_args_changes_that_stage_and_downstream_only(tmp_path):
+    before = plan_for(tmp_path, tiny_manifest(tmp_path / "run"))
+    edited = tiny_manifest(tmp_path / "run")
+    edited["stages"][1]["args"]["max_new_tokens"] = 41
+    after = plan_for(tmp_path, edited)
+    assert before.stages[0].fingerprint == after.stages[0].fingerprint
+    assert before.stages[1].fingerprint != after.stages[1].fingerprint
+
+    edited_upstream = tiny_manifest(tmp_path / "run", learning_rate=1e-3)
+    after_upstream = plan_for(tmp_path, edited_upstream)
+    assert all(a.fingerprint != b.fingerprint for a, b in zip(before.stages, after_upstream.stages))
+
+
+def test_launch_settings_do_not_change_the_fingerprint(tmp_path):
+    before = plan_for(tmp_path, tiny_manifest(tmp_path / "run"))
+    moved = tiny_manifest(tmp_path / "run")
+    moved["stages"][0]["launch"] = {"profile": "ddp", "num_processes": 2}
+    assert plan_for(tmp_path, moved).stages[0].fingerprint == before.stages[0].fingerprint
+
+
+def test_editing_a_data_file_changes_the_fingerprint(tmp_path):
+    data_file = tmp_path / "rows.jsonl"
+    data_file.write_text('{"prompt": "Q: 1 +1\\nA:", "answer": "2"}\n')
+    manifest = tiny_manifest(tmp_path / "run")
+    manifest["stages"][1]["data"] = {"recipe": "jsonl", "path": str(data_file)}
+    before = plan_for(tmp_path, manifest).stages[1].fingerprint
+    data_file.write_text('{"prompt": "Q: 1 +2\\nA:", "answer": "3"}\n')
+    assert plan_for(tmp_path, manifest).stages[1].fingerprint != before
+
+
+def test_stage_file_names_upstream_model(tmp_path):
+    plan = plan_for(tmp_path, tiny_manifest(tmp_path / "run"))
+    assert plan.stages[0].model_path == str((tmp_path / "run" / "base_model").resolve())
+    assert plan.stages[1].resolved["model_path"] == str(plan.stages[0].stage_dir / "model")
