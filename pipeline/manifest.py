@@ -45,6 +45,8 @@ class KindInfo:
 KINDS: dict[str, KindInfo] = {
     "sft": KindInfo("trl:SFTConfig", produces_model=True),
     "eval": KindInfo("stages.arguments:EvalArgs", produces_model=False),
+    "grpo": KindInfo("trl:GRPOConfig", produces_model=True, needs_rewards=True),
+    "dpo": KindInfo("trl:DPOConfig", produces_model=True),
 }
 
 # Fields gradus sets itself; a manifest that sets them would silently fight the runner.
@@ -111,6 +113,21 @@ class RewardSpec(BaseModel):
         return dict(self.model_extra or {})
 
 
+class OnPolicySpec(BaseModel):
+    """DPO on the stage's own samples: n completions per prompt, scored by the stage's rewards, the
+    best and worst kept as a pair when their scores differ by at least `margin`; repeated for
+    `rounds` rounds, each starting from the model the previous round trained."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_completions: int = Field(8, ge=2)
+    margin: float = Field(0.5, ge=0)
+    rounds: int = Field(1, ge=1)
+    prompts_per_round: int | None = Field(None, gt=0)
+    temperature: float = Field(1.0, gt=0)
+    max_new_tokens: int = Field(128, gt=0)
+
+
 class StageSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -122,6 +139,7 @@ class StageSpec(BaseModel):
     args: dict[str, Any] = {}
     peft: dict[str, Any] | None = None
     rewards: list[RewardSpec] = []
+    on_policy: OnPolicySpec | None = None
     launch: LaunchSpec = LaunchSpec()
 
     @field_validator("kind")
@@ -200,8 +218,10 @@ def _check_stage_graph(manifest: Manifest) -> None:
                 raise ManifestError(
                     f"stage {stage.name!r}: field 'model': stage {stage.model!r} is a {seen[stage.model].kind} stage and produces no model"
                 )
-        if stage.kind in {"eval"} and stage.args.get("num_train_epochs"):
-            raise ManifestError(f"stage {stage.name!r}: field 'args.num_train_epochs': eval stages do not train")
+        if stage.on_policy is not None and stage.kind != "dpo":
+            raise ManifestError(f"stage {stage.name!r}: field 'on_policy': only dpo stages generate on-policy pairs")
+        if stage.on_policy is not None and not stage.rewards:
+            raise ManifestError(f"stage {stage.name!r}: field 'rewards': on-policy pairs are ranked by rewards; list at least one")
         seen[stage.name] = stage
 
 
@@ -214,7 +234,7 @@ def _check_data(stage: StageSpec) -> None:
             columns = data_recipes.columns(spec.recipe, spec.model_extra or {})
         except data_recipes.RecipeError as error:
             raise ManifestError(f"stage {stage.name!r}: field '{field}': {error}") from None
-        missing = _missing_columns(stage.kind, set(columns))
+        missing = _missing_columns(stage.kind if stage.on_policy is None else "dpo_on_policy", set(columns))
         if missing:
             raise ManifestError(
                 f"stage {stage.name!r}: field '{field}': recipe {spec.recipe!r} gives no column {missing}; "
@@ -228,7 +248,8 @@ def _missing_columns(kind: str, columns: set[str]) -> str | None:
         if "messages" in columns or {"prompt", "completion"} <= columns:
             return None
         return "'messages' (or 'prompt' + 'completion')"
-    for needed in {"eval": ["prompt", "answer"]}.get(kind, ["prompt"]):
+    needs = {"eval": ["prompt", "answer"], "dpo": ["prompt", "chosen", "rejected"]}
+    for needed in needs.get(kind, ["prompt"]):
         if needed not in columns:
             return repr(needed)
     return None

@@ -42,6 +42,7 @@ class Stage:
     args: dict[str, Any] = dataclasses.field(default_factory=dict)
     peft: dict[str, Any] | None = None
     rewards: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    on_policy: dict[str, Any] | None = None
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -141,6 +142,36 @@ def load_tokenizer(model_path: str) -> Any:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def generate(
+    model: Any, tokenizer: Any, prompts: list[Any], max_new_tokens: int, batch_size: int,
+    temperature: float = 0.0, top_p: float = 1.0, num_return_sequences: int = 1,
+) -> list[str]:
+    """Batched completions for prompts (plain strings, or chat messages rendered by the template).
+
+    Temperature 0 means greedy. With `num_return_sequences` n, the n completions of each prompt are
+    consecutive in the result.
+    """
+    import torch
+    from tqdm import tqdm
+
+    tokenizer.padding_side = "left"
+    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
+    completions: list[str] = []
+    for begin in tqdm(range(0, len(prompts), batch_size), desc="generating", disable=not is_main_process()):
+        batch = [
+            prompt if isinstance(prompt, str) else tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+            for prompt in prompts[begin : begin + batch_size]
+        ]
+        inputs = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        with torch.no_grad():
+            output = model.generate(
+                **inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                num_return_sequences=num_return_sequences, **sampling,
+            )
+        completions += tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    return completions
 
 
 def save_final_model(trainer: Any, stage: Stage) -> None:

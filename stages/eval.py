@@ -16,28 +16,6 @@ from stages import common
 from stages.arguments import EvalArgs
 
 
-def generate(model: Any, tokenizer: Any, prompts: list[Any], args: EvalArgs) -> list[str]:
-    """Batched completions for prompts (plain strings, or chat messages rendered by the template)."""
-    import torch
-    from tqdm import tqdm
-
-    tokenizer.padding_side = "left"
-    sampling = {"do_sample": True, "temperature": args.temperature, "top_p": args.top_p} if args.temperature > 0 else {"do_sample": False}
-    completions: list[str] = []
-    for begin in tqdm(range(0, len(prompts), args.batch_size), desc="generating", disable=not common.is_main_process()):
-        batch = [
-            prompt if isinstance(prompt, str) else tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-            for prompt in prompts[begin : begin + args.batch_size]
-        ]
-        inputs = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-        with torch.no_grad():
-            output = model.generate(
-                **inputs, max_new_tokens=args.max_new_tokens, pad_token_id=tokenizer.pad_token_id, **sampling
-            )
-        completions += tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-    return completions
-
-
 def accuracy_report(scores: list[float | None], levels: list[Any]) -> dict[str, Any]:
     """Overall and per-level accuracy over the scorable items; unscorable ones are counted apart."""
     by_level: dict[Any, list[float]] = defaultdict(list)
@@ -106,7 +84,10 @@ def run(stage: common.Stage) -> None:
     tokenizer = common.load_tokenizer(stage.model_path)
 
     with state.split_between_processes(list(range(len(dataset)))) as my_indices:
-        my_completions = generate(model, tokenizer, [dataset[i]["prompt"] for i in my_indices], args)
+        my_completions = common.generate(
+            model, tokenizer, [dataset[i]["prompt"] for i in my_indices],
+            max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, temperature=args.temperature, top_p=args.top_p,
+        )
     completions = gather_object(my_completions)
 
     if state.is_main_process:

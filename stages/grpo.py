@@ -1,0 +1,55 @@
+"""`grpo` stage: reinforcement learning with verifiable rewards, on TRL's GRPOTrainer.
+
+The manifest's `args` are `GRPOConfig` fields, passed through unchanged (so `use_vllm`,
+`loss_type`, `num_generations`, `beta` ... mean exactly what TRL documents). The stage's `rewards`
+are built from the registry in `rewards/`, each wrapped so a row that raises scores None instead of
+killing the run, and their `weight`s become `GRPOConfig.reward_weights` unless `args` sets them.
+TRL itself logs each reward's mean (`rewards/<name>/mean`) and the fraction of groups whose rewards
+all tie (`frac_reward_zero_std`: no learning signal); both land in the metrics and the PNG.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stages import common
+
+CURVES = ["reward", "frac_reward_zero_std", "loss", "completions/mean_length"]
+
+
+def last_logged(log_history: list[dict[str, Any]], key: str) -> float | None:
+    values = [entry[key] for entry in log_history if key in entry]
+    return values[-1] if values else None
+
+
+def run(stage: common.Stage) -> None:
+    from trl import GRPOConfig, GRPOTrainer
+
+    import rewards
+
+    reward_functions = [rewards.build(reward["name"], reward["options"]) for reward in stage.rewards]
+    trainer = GRPOTrainer(
+        model=stage.model_path,
+        reward_funcs=reward_functions,
+        args=common.training_args(GRPOConfig, stage, reward_weights=[reward["weight"] for reward in stage.rewards]),
+        train_dataset=common.load_data(stage.data),
+        eval_dataset=common.load_data(stage.eval_data) if stage.eval_data else None,
+        processing_class=common.load_tokenizer(stage.model_path),
+        peft_config=common.peft_config(stage),
+    )
+    train_output = trainer.train(resume_from_checkpoint=common.last_checkpoint(stage))
+    common.save_final_model(trainer, stage)
+
+    history = trainer.state.log_history
+    metrics = common.training_metrics(trainer, train_output)
+    metrics["first_reward"] = next((entry["reward"] for entry in history if "reward" in entry), None)
+    for key in ["reward", "frac_reward_zero_std", *(f"rewards/{fn.__name__}/mean" for fn in reward_functions)]:
+        metrics[key if key != "reward" else "final_reward"] = last_logged(history, key)
+    metrics["reward_errors"] = {fn.__name__: fn.errors for fn in reward_functions}
+    if trainer.accelerator.is_main_process:
+        common.plot_curves(history, CURVES, stage.stage_dir / "training.png")
+    common.finish(stage, metrics)
+
+
+if __name__ == "__main__":
+    run(common.start())
