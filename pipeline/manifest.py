@@ -86,10 +86,7 @@ class LaunchSpec(BaseModel):
     @field_validator("profile")
     @classmethod
     def _known_profile(cls, profile: str) -> str:
-        known = launch.profile_names()
-        if profile not in known:
-            raise ValueError(f"unknown launch profile {profile!r}{_suggest(profile, known)}; profiles: {', '.join(known)}")
-        return profile
+        return _one_of(profile, launch.profile_names(), "launch profile")
 
 
 class DataSpec(BaseModel):
@@ -140,14 +137,13 @@ class StageSpec(BaseModel):
     peft: dict[str, Any] | None = None
     rewards: list[RewardSpec] = []
     on_policy: OnPolicySpec | None = None
+    curriculum: dict[str, Any] | None = None
     launch: LaunchSpec = LaunchSpec()
 
     @field_validator("kind")
     @classmethod
     def _known_kind(cls, kind: str) -> str:
-        if kind not in KINDS:
-            raise ValueError(f"unknown kind {kind!r}{_suggest(kind, KINDS)}; kinds: {', '.join(KINDS)}")
-        return kind
+        return _one_of(kind, list(KINDS), "kind")
 
 
 class Manifest(BaseModel):
@@ -194,6 +190,7 @@ def load_manifest(path: str | Path) -> Manifest:
         _check_data(stage)
         _check_args(stage)
         _check_rewards(stage)
+        _check_curriculum(stage)
     return manifest
 
 
@@ -298,6 +295,33 @@ def _check_rewards(stage: StageSpec) -> None:
             rewards.check(reward.name, reward.options, columns)
         except rewards.RewardSpecError as error:
             raise ManifestError(f"stage {stage.name!r}: field 'rewards[{index}]' ({reward.name}): {error}") from None
+
+
+def _check_curriculum(stage: StageSpec) -> None:
+    """The `curriculum:` block is validated by its own schema (stages/arguments.py), against the data's columns."""
+    if stage.curriculum is None:
+        return
+    from stages.arguments import CURRICULUM_KINDS, CurriculumArgs
+
+    where = f"stage {stage.name!r}: field 'curriculum'"
+    if stage.kind not in CURRICULUM_KINDS:
+        raise ManifestError(f"{where}: {stage.kind} stages take no curriculum (only {', '.join(CURRICULUM_KINDS)})")
+    try:
+        curriculum = CurriculumArgs.model_validate(stage.curriculum)
+    except ValidationError as error:
+        first = error.errors()[0]
+        key = ".".join(str(part) for part in first["loc"])
+        hint = _suggest(str(first["loc"][-1]), CurriculumArgs.model_fields) if first["type"] == "extra_forbidden" else ""
+        raise ManifestError(f"{where}.{key}: {first['msg'].removeprefix('Value error, ')}{hint}") from None
+    problem = curriculum.check(stage.kind, stage_columns(stage))
+    if problem:
+        raise ManifestError(f"{where}: {problem}")
+
+
+def _one_of(value: str, known: list[str], what: str) -> str:
+    if value not in known:
+        raise ValueError(f"unknown {what} {value!r}{_suggest(value, known)}; {what}s: {', '.join(known)}")
+    return value
 
 
 def _type_name(hint: Any) -> str:

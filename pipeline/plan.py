@@ -107,6 +107,7 @@ def make_plan(manifest: Manifest) -> Plan:
             "peft": _jsonable(spec.peft),
             "rewards": [{"name": r.name, "weight": r.weight, "options": _jsonable(r.options)} for r in spec.rewards],
             "on_policy": spec.on_policy.model_dump() if spec.on_policy else None,
+            "curriculum": _jsonable(spec.curriculum),
         }
         what_determines_output = {
             "spec": {key: value for key, value in resolved.items() if key not in {"stage_dir", "model_path", "name"}},

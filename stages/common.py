@@ -43,6 +43,7 @@ class Stage:
     peft: dict[str, Any] | None = None
     rewards: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     on_policy: dict[str, Any] | None = None
+    curriculum: dict[str, Any] | None = None
 
     @property
     def checkpoint_dir(self) -> Path:

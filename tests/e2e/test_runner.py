@@ -73,6 +73,11 @@ def test_chain_trains_then_skips_then_reruns_only_what_changed(tmp_path):
     assert ledger(run_dir)["sft"]["started_at"] == entries["sft"]["started_at"]
     assert ledger(run_dir)["eval"]["started_at"] != entries["eval"]["started_at"]
 
+    # --only reruns one stage from scratch, whatever its state, and leaves the others alone.
+    only = gradus("run", str(manifest_path), "--only", "eval")
+    assert only.returncode == 0 and "eval: starting" in only.stdout and "sft:" not in only.stdout
+    assert ledger(run_dir)["sft"]["started_at"] == entries["sft"]["started_at"]
+
     status = gradus("status", str(run_dir))
     assert status.returncode == 0 and "sft" in status.stdout and "done" in status.stdout
 
@@ -109,6 +114,25 @@ def test_sigkill_mid_sft_then_rerun_resumes_and_matches_uninterrupted(tmp_path):
     assert metrics(run_dir, "sft")["global_step"] == 120
     assert metrics(run_dir, "sft")["final_loss"] == pytest.approx(metrics(reference_dir, "sft")["final_loss"], rel=1e-4)
     assert metrics(run_dir, "eval")["accuracy_by_level"] == metrics(reference_dir, "eval")["accuracy_by_level"]
+
+
+def test_sigterm_stops_the_stage_and_records_it_interrupted(tmp_path):
+    run_dir = tmp_path / "run"
+    manifest = tiny_manifest(run_dir, max_steps=2000, save_steps=20)
+    runner = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(write_manifest(tmp_path / "m.yaml", manifest))],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first_checkpoint = run_dir / "sft" / "checkpoints" / "checkpoint-20"
+    deadline = time.time() + 300
+    while not first_checkpoint.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    runner.send_signal(signal.SIGTERM)
+    output, _ = runner.communicate(timeout=120)
+    assert runner.returncode == 130
+    entry = ledger(run_dir)["sft"]
+    assert entry["state"] == "interrupted" and "SIGTERM" in entry["message"]
+    assert "stopped by SIGTERM" in output
+    survivors = subprocess.run(["pgrep", "-f", str(run_dir / "sft" / "stage.yaml")], capture_output=True, text=True)
+    assert survivors.stdout.strip() == ""
 
 
 def test_failed_stage_is_recorded_and_earlier_work_kept(tmp_path):
