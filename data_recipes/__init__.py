@@ -81,6 +81,63 @@ def _jsonl_load(options: JsonlOptions) -> "datasets.Dataset":
     return dataset.rename_columns(renames) if renames else dataset
 
 
+class MixtureOptions(BaseModel):
+    """Several recipes in one stage: `components` are `data:` blocks, each with a `weight`.
+
+    Component i contributes round(num_examples * weight_i / total_weight) rows, drawn without
+    replacement while it has enough (cycling through a reshuffle when it has fewer), and the mixture
+    is shuffled. Columns are those every component has, plus `source` (the component's recipe).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    components: list[dict[str, Any]]
+    num_examples: int
+    seed: int = 0
+
+
+def _split_component(component: dict[str, Any]) -> tuple[str, float, dict[str, Any]]:
+    options = {key: value for key, value in component.items() if key not in {"recipe", "weight"}}
+    if "recipe" not in component:
+        raise RecipeError("each mixture component needs a recipe")
+    return component["recipe"], float(component.get("weight", 1.0)), options
+
+
+def _mixture_columns(options: MixtureOptions) -> list[str]:
+    shared: set[str] | None = None
+    for component in options.components:
+        name, _weight, component_options = _split_component(component)
+        found = set(columns(name, component_options))
+        shared = found if shared is None else shared & found
+    return sorted((shared or set()) | {"source"})
+
+
+def _mixture_identity(options: MixtureOptions) -> dict[str, Any]:
+    parts = []
+    for component in options.components:
+        name, weight, component_options = _split_component(component)
+        parts.append({"weight": weight, **identity(name, component_options)})
+    return {"components": parts}
+
+
+def _mixture_load(options: MixtureOptions) -> "datasets.Dataset":
+    import datasets
+
+    keep = _mixture_columns(options)
+    total_weight = sum(_split_component(component)[1] for component in options.components)
+    parts = []
+    for index, component in enumerate(options.components):
+        name, weight, component_options = _split_component(component)
+        dataset = load(name, component_options)
+        if "source" not in dataset.column_names:
+            dataset = dataset.add_column("source", [name] * len(dataset))
+        wanted = round(options.num_examples * weight / total_weight)
+        order = [row for cycle in range(-(-wanted // len(dataset)))
+                 for row in dataset.shuffle(seed=options.seed + index + cycle).select_columns(keep)][:wanted]
+        parts.append(datasets.Dataset.from_list(order))
+    return datasets.concatenate_datasets(parts).shuffle(seed=options.seed)
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with Path(path).open("rb") as handle:
@@ -95,11 +152,13 @@ def suggest(word: str, choices: Any) -> str:
 
 
 def _registry() -> dict[str, Recipe]:
-    from data_recipes import synthetic
+    from data_recipes import math_sets, synthetic
 
     recipes = [
         synthetic.RECIPE,
+        *math_sets.RECIPES,
         Recipe("jsonl", JsonlOptions, _jsonl_columns, _jsonl_identity, _jsonl_load),
+        Recipe("mixture", MixtureOptions, _mixture_columns, _mixture_identity, _mixture_load),
     ]
     return {recipe.name: recipe for recipe in recipes}
 

@@ -48,6 +48,7 @@ KINDS: dict[str, KindInfo] = {
     "grpo": KindInfo("trl:GRPOConfig", produces_model=True, needs_rewards=True),
     "dpo": KindInfo("trl:DPOConfig", produces_model=True),
 }
+TRAINING_KINDS = {kind for kind, info in KINDS.items() if info.produces_model}
 
 # Fields gradus sets itself; a manifest that sets them would silently fight the runner.
 ARGS_OWNED_BY_GRADUS = {
@@ -146,12 +147,24 @@ class StageSpec(BaseModel):
         return _one_of(kind, list(KINDS), "kind")
 
 
+class DecontaminationSpec(BaseModel):
+    """Before a training stage trains, its prompts are checked for n-gram overlap with the data of
+    every eval stage in the manifest; overlaps are reported and, unless `remove: false`, dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    ngram: int = Field(13, gt=0)
+    remove: bool = True
+
+
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     run_dir: Path
     seed: int = 0
     base_model: str | TinyModelSpec
+    decontamination: DecontaminationSpec = DecontaminationSpec()
     stages: list[StageSpec] = Field(min_length=1)
 
     @field_validator("base_model", mode="before")
@@ -347,7 +360,7 @@ def _describe_validation_error(error: ValidationError, raw: dict[str, Any]) -> s
         location, owner = location[2:], StageSpec
     field = ".".join(str(part) for part in location) or "(top level)"
     if first["type"] == "extra_forbidden":
-        nested = {"launch": LaunchSpec, "base_model": TinyModelSpec}
+        nested = {"launch": LaunchSpec, "base_model": TinyModelSpec, "decontamination": DecontaminationSpec}
         if len(location) >= 2:
             owner = nested.get(str(location[-2]), owner)
         return f"{prefix}field '{field}': unknown key{_suggest(str(location[-1]), owner.model_fields)}"

@@ -22,7 +22,7 @@ from typing import Any
 
 import data_recipes
 import launch
-from pipeline.manifest import Manifest, StageSpec, TinyModelSpec
+from pipeline.manifest import TRAINING_KINDS, Manifest, StageSpec, TinyModelSpec
 
 BASE_MODEL_DIR = "base_model"
 
@@ -90,6 +90,10 @@ def make_plan(manifest: Manifest) -> Plan:
         base_path = str(local.resolve()) if local.exists() else base_model
         base_identity = {"model": base_model}
 
+    eval_sets = [_data_block(spec.data) for spec in manifest.stages if spec.kind == "eval"]
+    check = manifest.decontamination
+    decontaminate = {"against": eval_sets, "ngram": check.ngram, "remove": check.remove} if check.enabled and eval_sets else None
+
     planned: dict[str, PlannedStage] = {}
     for spec in manifest.stages:
         upstream = None if spec.model == "base" else planned[spec.model]
@@ -108,9 +112,11 @@ def make_plan(manifest: Manifest) -> Plan:
             "rewards": [{"name": r.name, "weight": r.weight, "options": _jsonable(r.options)} for r in spec.rewards],
             "on_policy": spec.on_policy.model_dump() if spec.on_policy else None,
             "curriculum": _jsonable(spec.curriculum),
+            "decontaminate": decontaminate if spec.kind in TRAINING_KINDS else None,
         }
         what_determines_output = {
-            "spec": {key: value for key, value in resolved.items() if key not in {"stage_dir", "model_path", "name"}},
+            # Unset optional blocks are left out, so a gradus upgrade that adds one doesn't rerun old runs.
+            "spec": {key: value for key, value in resolved.items() if key not in {"stage_dir", "model_path", "name"} and value is not None},
             "data": _data_identity(spec.data),
             "eval_data": _data_identity(spec.eval_data),
             "upstream": upstream.fingerprint if upstream else base_identity,

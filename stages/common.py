@@ -44,6 +44,7 @@ class Stage:
     rewards: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     on_policy: dict[str, Any] | None = None
     curriculum: dict[str, Any] | None = None
+    decontaminate: dict[str, Any] | None = None
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -125,6 +126,35 @@ def load_data(spec: dict[str, Any]) -> Any:
     import data_recipes
 
     return data_recipes.load(spec["recipe"], {key: value for key, value in spec.items() if key != "recipe"})
+
+
+def load_training_data(stage: Stage) -> Any:
+    """The stage's training set, with prompts that overlap the manifest's eval sets reported in
+    `decontamination.json` and (by default) removed. Every process computes the same result."""
+    dataset = load_data(stage.data)
+    if not stage.decontaminate:
+        return dataset
+    from data_recipes.decontamination import contaminated_rows, prompt_text
+
+    eval_sets = [load_data(spec) for spec in stage.decontaminate["against"]]
+    # Compare bare problems where every set has them: prompts share template text.
+    column = "problem" if all("problem" in data.column_names for data in [dataset, *eval_sets]) else "prompt"
+    eval_prompts = [text for data in eval_sets for text in data[column]]
+    overlapping = contaminated_rows(dataset[column], eval_prompts, n=stage.decontaminate["ngram"])
+    if is_main_process():
+        stage.stage_dir.mkdir(parents=True, exist_ok=True)
+        write_json(stage.stage_dir / "decontamination.json", {
+            "ngram": stage.decontaminate["ngram"], "compared_column": column, "eval_prompts": len(eval_prompts), "train_rows": len(dataset),
+            "overlapping_rows": len(overlapping), "removed": stage.decontaminate["remove"],
+            "examples": [prompt_text(dataset[index][column])[:200] for index in overlapping[:5]],
+        })
+        if overlapping:
+            log.info("decontamination: %d of %d training prompts overlap the eval sets%s", len(overlapping), len(dataset),
+                     ", removed" if stage.decontaminate["remove"] else " (kept: decontamination.remove is false)")
+    if overlapping and stage.decontaminate["remove"]:
+        dropped = set(overlapping)
+        dataset = dataset.select([index for index in range(len(dataset)) if index not in dropped])
+    return dataset
 
 
 def peft_config(stage: Stage) -> Any:

@@ -19,7 +19,7 @@ def text_columns(dataset) -> list[str]:
 def run(stage: common.Stage) -> None:
     from trl import SFTConfig, SFTTrainer
 
-    train_dataset = common.load_data(stage.data)
+    train_dataset = common.load_training_data(stage)
     train_dataset = train_dataset.select_columns(text_columns(train_dataset))
     eval_dataset = None
     if stage.eval_data:
