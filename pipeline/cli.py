@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from rich.table import Table
 
 from pipeline.ledger import Ledger
 from pipeline.manifest import ManifestError, load_manifest
-from pipeline.plan import Plan, make_plan
+from pipeline.plan import Plan, make_plan, shell_line
 from pipeline.runner import RunError, decide, run
 
 console = Console(highlight=False)
@@ -63,7 +62,9 @@ def show_plan(plan: Plan) -> int:
         table.add_row(stage.name, stage.kind, stage.upstream or "base", stage.fingerprint, action)
     console.print(table)
     for stage in plan.stages:
-        console.print(f"\n# {stage.name}\n{shlex.join(stage.command)}", soft_wrap=True)
+        console.print(f"\n# {stage.name}\n{shell_line(stage.command)}", soft_wrap=True, markup=False)
+        for rank, command in enumerate(stage.node_commands):
+            console.print(f"#   node {rank}: {shell_line(command)}", soft_wrap=True, markup=False)
     return 0
 
 

@@ -81,6 +81,7 @@ class LaunchSpec(BaseModel):
     profile: str = "single"
     num_processes: int | None = Field(None, gt=0)
     num_machines: int | None = Field(None, gt=0)
+    main_process_ip: str | None = None  # multi-node: defaults to $GRADUS_MAIN_ADDR, set by launch/slurm.sbatch
     main_process_port: int | None = None
     env: dict[str, str] = {}
 

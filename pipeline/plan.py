@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -36,7 +37,8 @@ class PlannedStage:
     model_path: str
     upstream: str | None
     resolved: dict[str, Any]  # the content of stage.yaml
-    command: list[str]
+    command: list[str]  # what the runner executes (for a multi-node stage: srun over the nodes)
+    node_commands: list[list[str]]  # multi-node only: what each node runs, rank by rank
 
     @property
     def stage_file(self) -> Path:
@@ -130,7 +132,9 @@ def make_plan(manifest: Manifest) -> Plan:
             model_path=model_path,
             upstream=upstream.name if upstream else None,
             resolved=resolved,
-            command=launch_command(spec, stage_dir / "stage.yaml"),
+            command=srun_command(spec, stage_dir / "stage.yaml") if (spec.launch.num_machines or 1) > 1
+            else launch_command(spec, stage_dir / "stage.yaml"),
+            node_commands=node_commands(spec, stage_dir / "stage.yaml") if (spec.launch.num_machines or 1) > 1 else [],
         )
     return Plan(run_dir=run_dir, base_model=base_model, seed=manifest.seed, stages=list(planned.values()))
 
@@ -141,11 +145,43 @@ def accelerate_executable() -> str:
     return str(beside_python) if beside_python.exists() else (shutil.which("accelerate") or "accelerate")
 
 
-def launch_command(spec: StageSpec, stage_file: Path) -> list[str]:
-    """`accelerate launch --config_file launch/<profile>.yaml [overrides] -m stages.<kind> <stage file>`."""
+MAIN_ADDR_VARIABLE = "$GRADUS_MAIN_ADDR"
+DEFAULT_MAIN_PORT = 29500
+
+
+def launch_command(spec: StageSpec, stage_file: Path, machine_rank: int | str | None = None) -> list[str]:
+    """`accelerate launch --config_file launch/<profile>.yaml [overrides] -m stages.<kind> <stage file>`.
+
+    With `machine_rank`, the flags one node of a multi-node stage needs are added.
+    """
     command = [accelerate_executable(), "launch", "--config_file", str(launch.profile_path(spec.launch.profile))]
     for flag in ("num_processes", "num_machines", "main_process_port"):
         value = getattr(spec.launch, flag)
         if value is not None:
             command += [f"--{flag}", str(value)]
+    if machine_rank is not None:
+        command += ["--machine_rank", str(machine_rank), "--main_process_ip", spec.launch.main_process_ip or MAIN_ADDR_VARIABLE]
+        if spec.launch.main_process_port is None:
+            command += ["--main_process_port", str(DEFAULT_MAIN_PORT)]
     return command + ["-m", f"stages.{spec.kind}", str(stage_file)]
+
+
+def node_commands(spec: StageSpec, stage_file: Path) -> list[list[str]]:
+    """One command per node of a multi-node stage (what each node runs; `gradus plan` prints them)."""
+    return [launch_command(spec, stage_file, machine_rank=rank) for rank in range(spec.launch.num_machines or 1)]
+
+
+def shell_line(words: list[str]) -> str:
+    """A command as one shell line: every word quoted except `$VARIABLE`s, which must expand."""
+    return " ".join(word if word.startswith("$") else shlex.quote(word) for word in words)
+
+
+def srun_command(spec: StageSpec, stage_file: Path) -> list[str]:
+    """A multi-node stage inside a SLURM allocation: one task per node, each filling in its own rank.
+
+    The node command goes through `bash -c` so `$SLURM_PROCID` and `$GRADUS_MAIN_ADDR` expand on
+    each node.
+    """
+    script = shell_line(launch_command(spec, stage_file, machine_rank="$SLURM_PROCID"))
+    machines = spec.launch.num_machines
+    return ["srun", f"--nodes={machines}", f"--ntasks={machines}", "--ntasks-per-node=1", "--kill-on-bad-exit=1", "bash", "-c", script]

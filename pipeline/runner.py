@@ -71,6 +71,11 @@ def run(plan: Plan, from_stage: str | None = None, only: str | None = None, say=
                 say(f"[gradus] {stage.name}: done (fingerprint {stage.fingerprint}), skipped")
                 continue
             _check_upstream_done(stage, ledger)
+            if stage.node_commands and "SLURM_JOB_ID" not in os.environ:
+                raise RunError(
+                    f"stage {stage.name!r} runs on {len(stage.node_commands)} machines: submit it with launch/slurm.sbatch, "
+                    "or run the per-node commands `gradus plan` prints on each node"
+                )
             if action == "fresh":
                 _set_aside(stage, plan.run_dir)
             say(f"[gradus] {stage.name}: {'resuming' if action == 'resume' else 'starting'} ({stage.kind}, fingerprint {stage.fingerprint})")

@@ -72,3 +72,42 @@ def test_stage_file_names_upstream_model(tmp_path):
     plan = plan_for(tmp_path, tiny_manifest(tmp_path / "run"))
     assert plan.stages[0].model_path == str((tmp_path / "run" / "base_model").resolve())
     assert plan.stages[1].resolved["model_path"] == str(plan.stages[0].stage_dir / "model")
+
+
+def test_multi_node_example_plans_one_command_per_node(shared_data):
+    """The real-model example validates here and prints what each of its 2 nodes must run."""
+    repo = Path(__file__).resolve().parents[2]
+    plan = make_plan(load_manifest(repo / "examples" / "qwen2.5-math-1.5b.yaml"))
+    sft = plan.stages[0]
+    assert len(sft.node_commands) == 2
+    for rank, command in enumerate(sft.node_commands):
+        flags = dict(zip(command[2:-3:2], command[3:-3:2]))
+        assert flags["--config_file"].endswith("launch/zero3.yaml")
+        assert flags["--num_machines"] == "2" and flags["--num_processes"] == "16"
+        assert flags["--machine_rank"] == str(rank)
+        assert flags["--main_process_ip"] == "$GRADUS_MAIN_ADDR" and flags["--main_process_port"] == "29500"
+        assert command[-3:] == ["-m", "stages.sft", str(sft.stage_file)]
+    assert sft.command[:5] == ["srun", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
+    assert "--machine_rank $SLURM_PROCID" in sft.command[-1] and "'$" not in sft.command[-1]
+    assert all(not stage.node_commands for stage in plan.stages[1:])
+
+
+def test_multi_node_stage_outside_slurm_is_refused(tmp_path, monkeypatch):
+    from pipeline.runner import RunError, run
+
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    manifest = tiny_manifest(tmp_path / "run")
+    manifest["stages"][0]["launch"] = {"profile": "ddp", "num_machines": 2, "num_processes": 4}
+    with pytest.raises(RunError, match="runs on 2 machines"):
+        run(plan_for(tmp_path, manifest), say=lambda line: None)
+
+
+def test_slurm_script_is_valid_shell():
+    import shutil
+    import subprocess
+
+    script = launch.PROFILE_DIR / "slurm.sbatch"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    if shutil.which("shellcheck"):
+        result = subprocess.run(["shellcheck", str(script)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout
