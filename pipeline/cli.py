@@ -19,8 +19,9 @@ from pipeline.manifest import ManifestError, load_manifest
 from pipeline.plan import Plan, make_plan, shell_line
 from pipeline.runner import RunError, decide, run
 
-console = Console(highlight=False)
-KEY_METRICS = ("accuracy", "final_loss", "eval_loss", "reward", "train_runtime")
+# Piped output (logs, CI) gets a width that fits the tables; a terminal keeps its own.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
+KEY_METRICS = ("accuracy", "final_reward", "final_loss", "eval_loss")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,18 +80,26 @@ def show_status(run_dir: Path) -> int:
     colours = {"done": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}
     for name, entry in ledger.stages.items():
         metrics = entry.get("metrics") or {}
-        shown = ", ".join(f"{key} {metrics[key]:.3g}" for key in KEY_METRICS if isinstance(metrics.get(key), (int, float)))
+        shown = ", ".join([f"{key} {metrics[key]:.3g}" for key in KEY_METRICS if isinstance(metrics.get(key), (int, float))][:2])
         duration = f"{entry['duration_s']:.0f}s" if entry.get("duration_s") is not None else ""
         state = entry["state"]
         table.add_row(
             name, entry.get("kind", ""), f"[{colours.get(state, 'white')}]{state}[/]", entry.get("fingerprint", ""),
-            duration, shown, entry.get("model") or entry.get("output", ""),
+            duration, shown, _short_path(entry.get("model") or entry.get("output", "")),
         )
     console.print(table)
     for name, entry in ledger.stages.items():
         if entry["state"] in {"failed", "interrupted"} and entry.get("message"):
             console.print(f"\n[bold]{name}[/bold]: {entry['message']}", soft_wrap=True)
     return 0
+
+
+def _short_path(path: str) -> str:
+    """A path relative to the working directory when it is below it: tables stay readable."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ import yaml
 
 from pipeline.ledger import Ledger, now
 from pipeline.plan import Plan, PlannedStage
+from pipeline.report import write_report
 from stages.common import terminate_with_parent
 
 LOG_TAIL_LINES = 25
@@ -83,8 +84,10 @@ def run(plan: Plan, from_stage: str | None = None, only: str | None = None, say=
                 _materialise_tiny_base(plan)
             exit_code = _run_stage(stage, ledger, plan.run_dir, say)
             if exit_code != 0:
+                write_report(plan, ledger)
                 return exit_code
-        say(f"[gradus] run complete: {plan.run_dir}")
+        say(write_report(plan, ledger))
+        say(f"[gradus] run complete: {plan.run_dir} (report: {plan.run_dir / 'report.md'})")
         return 0
 
 

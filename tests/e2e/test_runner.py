@@ -55,6 +55,9 @@ def test_chain_trains_then_skips_then_reruns_only_what_changed(tmp_path):
     assert set(eval_metrics["accuracy_by_level"]) == {"1", "2"} and eval_metrics["n"] == 40
     assert (run_dir / "eval" / "accuracy_by_level.png").stat().st_size > 0
     assert "accuracy by level" in first.stdout
+    report = (run_dir / "report.md").read_text()
+    assert "pass@1 by model and eval set" in report
+    assert f"| sft | {eval_metrics['accuracy']:.3f} |" in report  # the row of the model eval evaluated
 
     # The same command again skips everything and launches nothing.
     started = time.time()

@@ -1,0 +1,55 @@
+"""`run_dir/report.md`: the run at a glance, rebuilt after every `gradus run` from the ledger.
+
+Its second table is the forgetting table: one row per model the manifest evaluates (the base model
+and each stage an eval stage starts from), one column per eval set, pass@1 in each cell. When a
+chain evaluates each stage's model on the same sets, reading down a column shows what each stage
+gained on that set, and what a later stage lost (forgot) on sets it did not train on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipeline.ledger import Ledger
+from pipeline.plan import Plan
+
+
+def eval_set_label(data: dict[str, Any]) -> str:
+    """A short name for an eval stage's data: the recipe plus the split or file it reads."""
+    detail = data.get("split") or (Path(data["path"]).parent.name + "/" + Path(data["path"]).name if data.get("path") else "")
+    return f"{data['recipe']}:{detail}" if detail else data["recipe"]
+
+
+def forgetting_table(plan: Plan, ledger: Ledger) -> tuple[list[str], list[str], dict[tuple[str, str], float]]:
+    """(models in chain order, eval sets, pass@1 by (model, set)) over the eval stages that are done."""
+    models: list[str] = []
+    sets: list[str] = []
+    cells: dict[tuple[str, str], float] = {}
+    for stage in plan.stages:
+        entry = ledger.entry(stage.name) or {}
+        if stage.kind != "eval" or entry.get("state") != "done":
+            continue
+        model, label = stage.upstream or "base", eval_set_label(stage.resolved["data"])
+        models += [model] if model not in models else []
+        sets += [label] if label not in sets else []
+        cells[(model, label)] = entry["metrics"]["accuracy"]
+    return models, sets, cells
+
+
+def write_report(plan: Plan, ledger: Ledger) -> str:
+    lines = [f"# gradus run: {plan.run_dir}", "", "| stage | kind | state | duration | key metric |", "|---|---|---|---:|---|"]
+    for stage in plan.stages:
+        entry = ledger.entry(stage.name) or {"state": "pending"}
+        metrics = entry.get("metrics") or {}
+        key = next((f"{name} {metrics[name]:.3f}" for name in ("accuracy", "final_reward", "final_loss") if isinstance(metrics.get(name), (int, float))), "")
+        duration = f"{entry['duration_s']:.0f}s" if entry.get("duration_s") is not None else ""
+        lines.append(f"| {stage.name} | {stage.kind} | {entry['state']} | {duration} | {key} |")
+    models, sets, cells = forgetting_table(plan, ledger)
+    if cells:
+        lines += ["", "## pass@1 by model and eval set", "", "| model | " + " | ".join(sets) + " |", "|---|" + "---:|" * len(sets)]
+        for model in models:
+            lines.append(f"| {model} | " + " | ".join(f"{cells[(model, label)]:.3f}" if (model, label) in cells else "" for label in sets) + " |")
+    text = "\n".join(lines) + "\n"
+    (plan.run_dir / "report.md").write_text(text)
+    return text
