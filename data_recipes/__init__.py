@@ -138,6 +138,33 @@ def _mixture_load(options: MixtureOptions) -> "datasets.Dataset":
     return datasets.concatenate_datasets(parts).shuffle(seed=options.seed)
 
 
+class StageOutputOptions(BaseModel):
+    """The dataset an earlier stage wrote (e.g. prm_label's step labels). The manifest names the
+    stage; the planner adds the path and checks the columns from the producing kind."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stage: str
+    path: Path
+
+
+def _stage_output_columns(options: StageOutputOptions) -> list[str]:
+    info = options.path / "dataset_info.json"
+    if not info.is_file():
+        raise RecipeError(f"stage {options.stage!r} has not written its dataset yet ({options.path})")
+    return sorted(json.loads(info.read_text())["features"])
+
+
+def _stage_output_identity(options: StageOutputOptions) -> dict[str, Any]:
+    return {"stage": options.stage}
+
+
+def _stage_output_load(options: StageOutputOptions) -> "datasets.Dataset":
+    import datasets
+
+    return datasets.load_from_disk(str(options.path))
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with Path(path).open("rb") as handle:
@@ -159,6 +186,7 @@ def _registry() -> dict[str, Recipe]:
         *math_sets.RECIPES,
         Recipe("jsonl", JsonlOptions, _jsonl_columns, _jsonl_identity, _jsonl_load),
         Recipe("mixture", MixtureOptions, _mixture_columns, _mixture_identity, _mixture_load),
+        Recipe("stage_output", StageOutputOptions, _stage_output_columns, _stage_output_identity, _stage_output_load),
     ]
     return {recipe.name: recipe for recipe in recipes}
 

@@ -39,15 +39,24 @@ class KindInfo:
     config_class: str  # "module:Class" whose dataclass fields are the stage's valid `args`
     produces_model: bool  # can a later stage start from this stage's output?
     needs_rewards: bool = False
+    output_columns: tuple[str, ...] = ()  # a kind that writes <stage>/dataset: its columns
+    needs_columns: tuple[str, ...] = ("prompt",)
 
 
 # `args` of each kind are the fields of these classes, so TRL's own help text documents them.
 KINDS: dict[str, KindInfo] = {
     "sft": KindInfo("trl:SFTConfig", produces_model=True),
-    "eval": KindInfo("stages.arguments:EvalArgs", produces_model=False),
+    "eval": KindInfo("stages.arguments:EvalArgs", produces_model=False, needs_columns=("prompt", "answer")),
     "grpo": KindInfo("trl:GRPOConfig", produces_model=True, needs_rewards=True),
-    "dpo": KindInfo("trl:DPOConfig", produces_model=True),
+    "dpo": KindInfo("trl:DPOConfig", produces_model=True, needs_columns=("prompt", "chosen", "rejected")),
+    "prm_label": KindInfo(
+        "stages.prm_label:PRMLabelArgs", produces_model=False, needs_columns=("prompt", "answer"),
+        output_columns=("prompt", "answer", "level", "steps", "labels", "hard_labels", "rollouts"),
+    ),
+    "prm": KindInfo("stages.prm:PRMConfig", produces_model=True, needs_columns=("prompt", "steps", "labels")),
 }
+# `data: {recipe: stage_output, stage: NAME}` reads the dataset an earlier stage wrote (prm_label's labels).
+STAGE_OUTPUT_RECIPE = "stage_output"
 TRAINING_KINDS = {kind for kind, info in KINDS.items() if info.produces_model}
 
 # Fields gradus sets itself; a manifest that sets them would silently fight the runner.
@@ -200,11 +209,13 @@ def load_manifest(path: str | Path) -> Manifest:
     except ValidationError as error:
         raise ManifestError(_describe_validation_error(error, raw)) from None
     _check_stage_graph(manifest)
+    earlier: dict[str, StageSpec] = {}
     for stage in manifest.stages:
-        _check_data(stage)
+        columns = _check_data(stage, earlier)
         _check_args(stage)
-        _check_rewards(stage)
-        _check_curriculum(stage)
+        _check_rewards(stage, columns, earlier)
+        _check_curriculum(stage, columns)
+        earlier[stage.name] = stage
     return manifest
 
 
@@ -236,38 +247,51 @@ def _check_stage_graph(manifest: Manifest) -> None:
         seen[stage.name] = stage
 
 
-def _check_data(stage: StageSpec) -> None:
+def _check_data(stage: StageSpec, earlier: dict[str, StageSpec]) -> set[str]:
+    """Check `data` (and `eval_data`) against what the kind needs; return the columns of `data`."""
+    found: dict[str, set[str]] = {}
     for field in ("data", "eval_data"):
         spec = getattr(stage, field)
         if spec is None:
             continue
+        options = spec.model_extra or {}
         try:
-            columns = data_recipes.columns(spec.recipe, spec.model_extra or {})
-        except data_recipes.RecipeError as error:
+            if spec.recipe == STAGE_OUTPUT_RECIPE:
+                columns = set(_stage_output_columns(options, earlier))
+            else:
+                columns = set(data_recipes.columns(spec.recipe, options))
+        except (data_recipes.RecipeError, ValueError) as error:
             raise ManifestError(f"stage {stage.name!r}: field '{field}': {error}") from None
-        missing = _missing_columns(stage.kind if stage.on_policy is None else "dpo_on_policy", set(columns))
+        missing = _missing_columns(stage, columns)
         if missing:
             raise ManifestError(
                 f"stage {stage.name!r}: field '{field}': recipe {spec.recipe!r} gives no column {missing}; "
                 f"it has {', '.join(sorted(columns))}"
             )
+        found[field] = columns
+    return found["data"]
 
 
-def _missing_columns(kind: str, columns: set[str]) -> str | None:
-    """The column(s) a kind needs that the data lacks, phrased for the error message."""
-    if kind == "sft":
+def _stage_output_columns(options: dict[str, Any], earlier: dict[str, StageSpec]) -> tuple[str, ...]:
+    name = options.get("stage")
+    if set(options) != {"stage"}:
+        raise ValueError(f"recipe {STAGE_OUTPUT_RECIPE!r} takes one option, stage (the name of an earlier stage)")
+    producers = [stage_name for stage_name, stage in earlier.items() if KINDS[stage.kind].output_columns]
+    if name not in earlier:
+        raise ValueError(f"no earlier stage named {name!r}{_suggest(str(name), producers)}; stages with a dataset: {', '.join(producers) or 'none'}")
+    if name not in producers:
+        raise ValueError(f"stage {name!r} is a {earlier[name].kind} stage and writes no dataset")
+    return KINDS[earlier[name].kind].output_columns
+
+
+def _missing_columns(stage: StageSpec, columns: set[str]) -> str | None:
+    """The column(s) a stage needs that its data lacks, phrased for the error message."""
+    if stage.kind == "sft":
         if "messages" in columns or {"prompt", "completion"} <= columns:
             return None
         return "'messages' (or 'prompt' + 'completion')"
-    needs = {"eval": ["prompt", "answer"], "dpo": ["prompt", "chosen", "rejected"]}
-    for needed in needs.get(kind, ["prompt"]):
-        if needed not in columns:
-            return repr(needed)
-    return None
-
-
-def stage_columns(stage: StageSpec) -> set[str]:
-    return set(data_recipes.columns(stage.data.recipe, stage.data.model_extra or {}))
+    needs = ("prompt",) if stage.on_policy is not None else KINDS[stage.kind].needs_columns
+    return next((repr(needed) for needed in needs if needed not in columns), None)
 
 
 def config_class(kind: str) -> type:
@@ -300,18 +324,21 @@ def _check_args(stage: StageSpec) -> None:
             raise ManifestError(f"{where}: {value!r} is not a valid {_type_name(hints[key])}") from None
 
 
-def _check_rewards(stage: StageSpec) -> None:
+def _check_rewards(stage: StageSpec, columns: set[str], earlier: dict[str, StageSpec]) -> None:
     if KINDS[stage.kind].needs_rewards and not stage.rewards:
         raise ManifestError(f"stage {stage.name!r}: field 'rewards': a {stage.kind} stage needs at least one reward")
-    columns = stage_columns(stage)
     for index, reward in enumerate(stage.rewards):
+        where = f"stage {stage.name!r}: field 'rewards[{index}]' ({reward.name})"
+        model = reward.options.get("model")
+        if isinstance(model, str) and model in earlier and not KINDS[earlier[model].kind].produces_model:
+            raise ManifestError(f"{where}: option 'model': stage {model!r} produces no model")
         try:
             rewards.check(reward.name, reward.options, columns)
         except rewards.RewardSpecError as error:
-            raise ManifestError(f"stage {stage.name!r}: field 'rewards[{index}]' ({reward.name}): {error}") from None
+            raise ManifestError(f"{where}: {error}") from None
 
 
-def _check_curriculum(stage: StageSpec) -> None:
+def _check_curriculum(stage: StageSpec, columns: set[str]) -> None:
     """The `curriculum:` block is validated by its own schema (stages/arguments.py), against the data's columns."""
     if stage.curriculum is None:
         return
@@ -327,7 +354,7 @@ def _check_curriculum(stage: StageSpec) -> None:
         key = ".".join(str(part) for part in first["loc"])
         hint = _suggest(str(first["loc"][-1]), CurriculumArgs.model_fields) if first["type"] == "extra_forbidden" else ""
         raise ManifestError(f"{where}.{key}: {first['msg'].removeprefix('Value error, ')}{hint}") from None
-    problem = curriculum.check(stage.kind, stage_columns(stage))
+    problem = curriculum.check(stage.kind, columns)
     if problem:
         raise ManifestError(f"{where}: {problem}")
 

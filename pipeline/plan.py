@@ -23,7 +23,7 @@ from typing import Any
 
 import data_recipes
 import launch
-from pipeline.manifest import TRAINING_KINDS, Manifest, StageSpec, TinyModelSpec
+from pipeline.manifest import STAGE_OUTPUT_RECIPE, TRAINING_KINDS, Manifest, StageSpec, TinyModelSpec
 
 BASE_MODEL_DIR = "base_model"
 
@@ -35,7 +35,8 @@ class PlannedStage:
     fingerprint: str
     stage_dir: Path
     model_path: str
-    upstream: str | None
+    upstream: str | None  # the stage whose model this one starts from (None: the base model)
+    depends_on: list[str]  # every earlier stage whose output it reads (upstream included)
     resolved: dict[str, Any]  # the content of stage.yaml
     command: list[str]  # what the runner executes (for a multi-node stage: srun over the nodes)
     node_commands: list[list[str]]  # multi-node only: what each node runs, rank by rank
@@ -66,16 +67,39 @@ def fingerprint(payload: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def _data_identity(spec: Any) -> dict[str, Any] | None:
+def _data_identity(spec: Any, planned: dict[str, "PlannedStage"]) -> dict[str, Any] | None:
     if spec is None:
         return None
+    if spec.recipe == STAGE_OUTPUT_RECIPE:
+        producer = planned[spec.model_extra["stage"]]
+        return {"stage": producer.name, "fingerprint": producer.fingerprint}
     return data_recipes.identity(spec.recipe, spec.model_extra or {})
 
 
-def _data_block(spec: Any) -> dict[str, Any] | None:
+def _data_block(spec: Any, run_dir: Path) -> dict[str, Any] | None:
+    """The data block as the stage reads it; a stage output becomes the path of its dataset."""
     if spec is None:
         return None
-    return {"recipe": spec.recipe, **_jsonable(spec.model_extra or {})}
+    block = {"recipe": spec.recipe, **_jsonable(spec.model_extra or {})}
+    if spec.recipe == STAGE_OUTPUT_RECIPE:
+        block["path"] = str(run_dir / block["stage"] / "dataset")
+    return block
+
+
+def _reward_block(reward: Any, planned: dict[str, "PlannedStage"]) -> dict[str, Any]:
+    """A reward whose `model` option names an earlier stage gets that stage's model directory."""
+    options = _jsonable(reward.options)
+    if options.get("model") in planned:
+        options["model"] = str(planned[options["model"]].stage_dir / "model")
+    return {"name": reward.name, "weight": reward.weight, "options": options}
+
+
+def _dependencies(spec: StageSpec, planned: dict[str, "PlannedStage"]) -> list[str]:
+    """Every earlier stage whose output this one reads: its model, a stage_output dataset, a reward's model."""
+    names = [spec.model] if spec.model != "base" else []
+    names += [block.model_extra["stage"] for block in (spec.data, spec.eval_data) if block is not None and block.recipe == STAGE_OUTPUT_RECIPE]
+    names += [reward.options["model"] for reward in spec.rewards if reward.options.get("model") in planned]
+    return list(dict.fromkeys(names))
 
 
 def _jsonable(value: Any) -> Any:
@@ -92,12 +116,14 @@ def make_plan(manifest: Manifest) -> Plan:
         base_path = str(local.resolve()) if local.exists() else base_model
         base_identity = {"model": base_model}
 
-    eval_sets = [_data_block(spec.data) for spec in manifest.stages if spec.kind == "eval"]
+    eval_sets = [_data_block(spec.data, run_dir) for spec in manifest.stages if spec.kind == "eval"]
     check = manifest.decontamination
     decontaminate = {"against": eval_sets, "ngram": check.ngram, "remove": check.remove} if check.enabled and eval_sets else None
 
     planned: dict[str, PlannedStage] = {}
+    eval_identities = [_data_identity(spec.data, planned) for spec in manifest.stages if spec.kind == "eval" and spec.data.recipe != STAGE_OUTPUT_RECIPE]
     for spec in manifest.stages:
+        dependencies = _dependencies(spec, planned)
         upstream = None if spec.model == "base" else planned[spec.model]
         model_path = base_path if upstream is None else str(upstream.stage_dir / "model")
         stage_dir = run_dir / spec.name
@@ -107,21 +133,26 @@ def make_plan(manifest: Manifest) -> Plan:
             "seed": manifest.seed,
             "stage_dir": str(stage_dir),
             "model_path": model_path,
-            "data": _data_block(spec.data),
-            "eval_data": _data_block(spec.eval_data),
+            "data": _data_block(spec.data, run_dir),
+            "eval_data": _data_block(spec.eval_data, run_dir),
             "args": _jsonable(spec.args),
             "peft": _jsonable(spec.peft),
-            "rewards": [{"name": r.name, "weight": r.weight, "options": _jsonable(r.options)} for r in spec.rewards],
+            "rewards": [_reward_block(reward, planned) for reward in spec.rewards],
             "on_policy": spec.on_policy.model_dump() if spec.on_policy else None,
             "curriculum": _jsonable(spec.curriculum),
             "decontaminate": decontaminate if spec.kind in TRAINING_KINDS else None,
         }
         what_determines_output = {
-            # Unset optional blocks are left out, so a gradus upgrade that adds one doesn't rerun old runs.
-            "spec": {key: value for key, value in resolved.items() if key not in {"stage_dir", "model_path", "name"} and value is not None},
-            "data": _data_identity(spec.data),
-            "eval_data": _data_identity(spec.eval_data),
+            # What the manifest says of the stage (paths gradus derives are left out, so a moved run_dir
+            # keeps its fingerprints; unset blocks too, so a gradus upgrade adding one reruns nothing)...
+            "spec": {key: value for key, value in spec.model_dump(mode="json", exclude={"name", "model", "launch"}).items() if value is not None},
+            "seed": manifest.seed,
+            "decontaminate": (check.model_dump(), eval_identities) if resolved["decontaminate"] else None,
+            # ...plus what its inputs are.
+            "data": _data_identity(spec.data, planned),
+            "eval_data": _data_identity(spec.eval_data, planned),
             "upstream": upstream.fingerprint if upstream else base_identity,
+            "dependencies": {name: planned[name].fingerprint for name in dependencies},
         }
         resolved["fingerprint"] = fingerprint(what_determines_output)
         planned[spec.name] = PlannedStage(
@@ -131,6 +162,7 @@ def make_plan(manifest: Manifest) -> Plan:
             stage_dir=stage_dir,
             model_path=model_path,
             upstream=upstream.name if upstream else None,
+            depends_on=dependencies,
             resolved=resolved,
             command=srun_command(spec, stage_dir / "stage.yaml") if (spec.launch.num_machines or 1) > 1
             else launch_command(spec, stage_dir / "stage.yaml"),

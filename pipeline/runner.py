@@ -92,11 +92,10 @@ def run(plan: Plan, from_stage: str | None = None, only: str | None = None, say=
 
 
 def _check_upstream_done(stage: PlannedStage, ledger: Ledger) -> None:
-    if stage.upstream is None:
-        return
-    entry = ledger.entry(stage.upstream)
-    if not entry or entry.get("state") != "done" or not Path(stage.model_path).is_dir():
-        raise RunError(f"stage {stage.name!r} starts from {stage.upstream!r}, which has not finished; run it first")
+    for name in stage.depends_on:
+        entry = ledger.entry(name)
+        if not entry or entry.get("state") != "done":
+            raise RunError(f"stage {stage.name!r} reads the output of {name!r}, which has not finished; run it first")
 
 
 def _set_aside(stage: PlannedStage, run_dir: Path) -> None:
