@@ -92,7 +92,7 @@ class LaunchSpec(BaseModel):
     num_machines: int | None = Field(None, gt=0)
     main_process_ip: str | None = None  # multi-node: defaults to $GRADUS_MAIN_ADDR, set by launch/slurm.sbatch
     main_process_port: int | None = None
-    env: dict[str, str] = {}
+    env: dict[str, str] = {}  # extra environment variables for the stage's processes (e.g. NCCL_* settings)
 
     @field_validator("profile")
     @classmethod

@@ -40,6 +40,7 @@ class PlannedStage:
     resolved: dict[str, Any]  # the content of stage.yaml
     command: list[str]  # what the runner executes (for a multi-node stage: srun over the nodes)
     node_commands: list[list[str]]  # multi-node only: what each node runs, rank by rank
+    env: dict[str, str]  # launch.env: set for the stage's processes, on top of the runner's environment
 
     @property
     def stage_file(self) -> Path:
@@ -167,6 +168,7 @@ def make_plan(manifest: Manifest) -> Plan:
             command=srun_command(spec, stage_dir / "stage.yaml") if (spec.launch.num_machines or 1) > 1
             else launch_command(spec, stage_dir / "stage.yaml"),
             node_commands=node_commands(spec, stage_dir / "stage.yaml") if (spec.launch.num_machines or 1) > 1 else [],
+            env=dict(spec.launch.env),
         )
     return Plan(run_dir=run_dir, base_model=base_model, seed=manifest.seed, stages=list(planned.values()))
 

@@ -131,7 +131,7 @@ def _run_stage(stage: PlannedStage, ledger: Ledger, run_dir: Path, say) -> int:
         exit_code=None, message=None, metrics={},
     )
     log_path = stage.stage_dir / "log.txt"
-    exit_code, interrupted_by = _execute(stage.command, log_path)
+    exit_code, interrupted_by = _execute(stage.command, log_path, stage.env)
     duration = round(time.time() - started, 1)
     if exit_code == 0 and _done_marker_matches(stage):
         metrics = json.loads((stage.stage_dir / "metrics.json").read_text())
@@ -161,13 +161,13 @@ def _log_tail(log_path: Path) -> str:
     return "\n".join(lines[-LOG_TAIL_LINES:])
 
 
-def _execute(command: list[str], log_path: Path) -> tuple[int, str | None]:
+def _execute(command: list[str], log_path: Path, extra_env: dict[str, str]) -> tuple[int, str | None]:
     """Run one stage command in its own process group, teeing output to the console and the log.
 
     Returns the exit code and the name of the signal that interrupted the run, if one did.
     """
     interrupted_by: list[str] = []
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **extra_env}
     with log_path.open("ab") as log:
         log.write(f"\n===== {now()} {' '.join(command)}\n".encode())
         process = subprocess.Popen(
