@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +44,25 @@ def tiny_manifest(run_dir: Path, **sft_args: Any) -> dict[str, Any]:
 def write_manifest(path: Path, manifest: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(manifest, sort_keys=False))
     return path
+
+
+def gradus(*args: str, timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run the gradus CLI in a fresh process, as a user would."""
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def sigkill_runner_when(manifest_path: Path, marker: Path, env: dict[str, str] | None = None, timeout: float = 300) -> None:
+    """Start `gradus run MANIFEST` and SIGKILL the runner the moment `marker` exists (e.g. a checkpoint)."""
+    runner = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(manifest_path)],
+                              env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while not marker.exists() and time.time() < deadline and runner.poll() is None:
+        time.sleep(0.05)
+    os.kill(runner.pid, signal.SIGKILL)
+    runner.wait()
+    assert marker.exists(), f"the run never wrote {marker}"
+    time.sleep(3)  # the launched stage gets SIGTERM from its dying parent; give it time to go
 
 
 @pytest.fixture

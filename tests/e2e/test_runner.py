@@ -7,7 +7,6 @@ they are the proof that the chain, skip, invalidate and resume work for real.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,13 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import tiny_manifest, write_manifest
+from tests.conftest import gradus, sigkill_runner_when, tiny_manifest, write_manifest
 
 pytestmark = pytest.mark.slow
-
-
-def gradus(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, timeout=timeout)
 
 
 def ledger(run_dir: Path) -> dict:
@@ -94,20 +89,12 @@ def test_sigkill_mid_sft_then_rerun_resumes_and_matches_uninterrupted(tmp_path):
 
     run_dir = tmp_path / "killed"
     manifest_path = write_manifest(tmp_path / "b.yaml", tiny_manifest(run_dir, **sft_args))
-    runner = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(manifest_path)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first_checkpoint = run_dir / "sft" / "checkpoints" / "checkpoint-20" / "trainer_state.json"
-    deadline = time.time() + 300
-    while not first_checkpoint.exists() and time.time() < deadline and runner.poll() is None:
-        time.sleep(0.05)
-    os.kill(runner.pid, signal.SIGKILL)
-    runner.wait()
-    assert first_checkpoint.exists(), "SFT never wrote its first checkpoint"
+    sigkill_runner_when(manifest_path, first_checkpoint)
     assert ledger(run_dir)["sft"]["state"] == "running"
     assert not (run_dir / "sft" / "done.json").exists(), "SFT finished before the kill; the test proves nothing"
 
-    # The launched stage dies with its runner (no orphan keeps writing checkpoints).
-    time.sleep(3)
+    # The launched stage died with its runner (no orphan keeps writing checkpoints).
     survivors = subprocess.run(["pgrep", "-f", str(run_dir / "sft" / "stage.yaml")], capture_output=True, text=True)
     assert survivors.stdout.strip() == ""
 
