@@ -1,5 +1,9 @@
 """`eval` stage: generate answers for a held-out set and score them with `math_accuracy`.
 
+With `rewards:` (e.g. `{name: prm, model: <prm stage>}`) and several samples, each reward acts as a
+verifier: best-of-n (the sample it rates highest) and verifier-weighted majority vote are reported
+next to plain majority vote and pass@1.
+
 Greedy by default (one sample, pass@1 = accuracy); with `num_samples: n` and a temperature, also
 unbiased pass@k and maj@k (majority vote over the final \\boxed answers) for each k in `k` up to n.
 Everything is reported overall, per difficulty level and per source set. Items whose gold answer
@@ -35,26 +39,45 @@ def majority_correct(answers: list[str], scores: list[float]) -> float:
     return scores[answers.index(winner)]
 
 
-def item_metrics(scores: list[float], answers: list[str], ks: list[int]) -> dict[str, float]:
-    """pass@1, pass@k and maj@k of one item's samples (k up to the number of samples)."""
+def verifier_metrics(answers: list[str], scores: list[float], verdicts: dict[str, list[float]]) -> dict[str, float]:
+    """For each verifier (e.g. a PRM): best-of-n (is the sample it rates highest correct?) and
+    verifier-weighted majority vote (the answer with the largest summed rating) over all n samples."""
+    metrics = {}
+    for name, ratings in verdicts.items():
+        best = max(range(len(ratings)), key=lambda sample: ratings[sample])
+        metrics[f"best_of_{len(scores)}/{name}"] = scores[best]
+        totals: dict[str, float] = defaultdict(float)
+        for answer, rating in zip(answers, ratings):
+            totals[answer] += rating
+        winner = max(totals, key=lambda answer: (totals[answer], -answers.index(answer)))
+        metrics[f"weighted_maj@{len(scores)}/{name}"] = scores[answers.index(winner)]
+    return metrics
+
+
+def item_metrics(scores: list[float], answers: list[str], ks: list[int], verdicts: dict[str, list[float]] | None = None) -> dict[str, float]:
+    """pass@1, pass@k and maj@k of one item's samples (k up to the number of samples), and with
+    several samples, each verifier's best-of-n and weighted majority."""
     metrics = {"pass@1": sum(scores) / len(scores)}
     for k in ks:
         if 1 < k <= len(scores):
             metrics[f"pass@{k}"] = pass_at_k(len(scores), int(sum(scores)), k)
             metrics[f"maj@{k}"] = majority_correct(answers[:k], scores[:k])
+    if verdicts and len(scores) > 1:
+        metrics.update(verifier_metrics(answers, scores, verdicts))
     return metrics
 
 
 def accuracy_report(items: list[dict[str, Any]], ks: list[int]) -> dict[str, Any]:
     """Metrics overall, per level and per source; items whose gold can't be parsed are counted apart.
 
-    Each item is {"scores": [...], "answers": [...], "level": ..., "source": ...}, one score per sample.
+    Each item is {"scores": [...], "answers": [...], "level": ..., "source": ..., "verdicts": {verifier:
+    [...]}}, one score (and one rating per verifier) per sample.
     `accuracy` is pass@1 (the mean over samples), the figure the ledger and `gradus status` show.
     """
     scorable = [item for item in items if all(score is not None for score in item["scores"])]
 
     def summarise(group: list[dict[str, Any]]) -> dict[str, float]:
-        per_item = [item_metrics(item["scores"], item["answers"], ks) for item in group]
+        per_item = [item_metrics(item["scores"], item["answers"], ks, item.get("verdicts")) for item in group]
         return {key: sum(metrics[key] for metrics in per_item) / len(per_item) for key in per_item[0]} if per_item else {}
 
     def grouped(key: str) -> dict[str, dict[str, float]]:
@@ -162,12 +185,20 @@ def run(stage: common.Stage) -> None:
         score = rewards.build("math_accuracy", {})
         scores = score(prompts=[dataset[i]["prompt"] for i in repeated], completions=completions,
                        answer=[dataset[i]["answer"] for i in repeated])
+        # The stage's rewards, if any, act as verifiers: they rate samples, math_accuracy still judges them.
+        ratings = {
+            reward["name"]: [0.0 if value is None else value for value in rewards.build(reward["name"], reward["options"])(
+                prompts=[dataset[i]["prompt"] for i in repeated], completions=completions,
+                **{column: [dataset[i][column] for i in repeated] for column in dataset.column_names if column != "prompt"})]
+            for reward in stage.rewards
+        }
         items = []
         for index, row in enumerate(dataset):
             samples = slice(index * args.num_samples, (index + 1) * args.num_samples)
             items.append({
                 "prompt": row["prompt"], "answer": row["answer"], "completions": completions[samples], "scores": scores[samples],
                 "answers": [last_boxed(text) or text.strip() for text in completions[samples]],
+                "verdicts": {name: values[samples] for name, values in ratings.items()},
                 "level": row.get(args.difficulty_column), "source": row.get("source"),
             })
         report = accuracy_report(items, args.k)

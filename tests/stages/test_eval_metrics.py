@@ -36,3 +36,12 @@ def test_report_groups_by_level_and_source_and_skips_unscorable():
     assert set(report["by_source"]) == {"a", "b"}
     table = markdown_table("eval", report)
     assert "| level 1 | 1 |" in table and "| b | 1 |" in table and "1 item(s) skipped" in table
+
+
+def test_verifier_best_of_n_and_weighted_majority():
+    items = [{"scores": [0.0, 0.0, 1.0, 0.0], "answers": ["5", "5", "6", "7"], "level": 1, "source": None,
+              "verdicts": {"prm": [0.2, 0.1, 0.9, 0.3]}}]
+    overall = accuracy_report(items, ks=[4])["overall"]
+    assert overall["maj@4"] == 0.0  # "5" is the most frequent answer, and wrong
+    assert overall["best_of_4/prm"] == 1.0  # the verifier rates the right sample highest
+    assert overall["weighted_maj@4/prm"] == 1.0  # 0.9 for "6" beats 0.2 + 0.1 for "5"
