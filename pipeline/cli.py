@@ -89,6 +89,11 @@ def show_status(run_dir: Path) -> int:
         )
     console.print(table)
     for name, entry in ledger.stages.items():
+        curriculum = (entry.get("metrics") or {}).get("curriculum")
+        if curriculum:
+            shares = ", ".join(f"{bucket} {share:.2f}" for bucket, share in curriculum["final_share"].items())
+            console.print(f"{name} curriculum ({curriculum['strategy']}) final share: {shares}", soft_wrap=True, markup=False)
+    for name, entry in ledger.stages.items():
         if entry["state"] in {"failed", "interrupted"} and entry.get("message"):
             console.print(f"\n[bold]{name}[/bold]: {entry['message']}", soft_wrap=True)
     return 0

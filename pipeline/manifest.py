@@ -344,19 +344,25 @@ def _check_curriculum(stage: StageSpec, columns: set[str]) -> None:
         return
     from stages.arguments import CURRICULUM_KINDS, CurriculumArgs
 
-    where = f"stage {stage.name!r}: field 'curriculum'"
+    where = f"stage {stage.name!r}: field 'curriculum"
     if stage.kind not in CURRICULUM_KINDS:
-        raise ManifestError(f"{where}: {stage.kind} stages take no curriculum (only {', '.join(CURRICULUM_KINDS)})")
+        raise ManifestError(f"{where}': {stage.kind} stages take no curriculum (only {', '.join(CURRICULUM_KINDS)})")
     try:
         curriculum = CurriculumArgs.model_validate(stage.curriculum)
     except ValidationError as error:
         first = error.errors()[0]
         key = ".".join(str(part) for part in first["loc"])
         hint = _suggest(str(first["loc"][-1]), CurriculumArgs.model_fields) if first["type"] == "extra_forbidden" else ""
-        raise ManifestError(f"{where}.{key}: {first['msg'].removeprefix('Value error, ')}{hint}") from None
+        raise ManifestError(f"{where}.{key}': {first['msg'].removeprefix('Value error, ')}{hint}") from None
+    reward_names = [reward.name for reward in stage.rewards]
+    if curriculum.signal_reward is not None and curriculum.signal_reward not in reward_names:
+        raise ManifestError(
+            f"{where}.signal_reward': {curriculum.signal_reward!r} is not one of the stage's rewards"
+            f"{_suggest(curriculum.signal_reward, reward_names)}; rewards: {', '.join(reward_names)}"
+        )
     problem = curriculum.check(stage.kind, columns)
     if problem:
-        raise ManifestError(f"{where}: {problem}")
+        raise ManifestError(f"{where}': {problem}")
 
 
 def _one_of(value: str, known: list[str], what: str) -> str:

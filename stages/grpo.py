@@ -6,6 +6,11 @@ are built from the registry in `rewards/`, each wrapped so a row that raises sco
 killing the run, and their `weight`s become `GRPOConfig.reward_weights` unless `args` sets them.
 TRL itself logs each reward's mean (`rewards/<name>/mean`) and the fraction of groups whose rewards
 all tie (`frac_reward_zero_std`: no learning signal); both land in the metrics and the PNG.
+
+A `curriculum:` block swaps TRL's prompt sampler for the curriculum's (stages/curriculum.py): the
+trainer draws prompts from it, the signal reward reports its scores to it, and a callback keeps its
+state in every checkpoint and writes curriculum.csv / curriculum.png; the final bucket shares land
+in the metrics under `curriculum`.
 """
 
 from __future__ import annotations
@@ -28,14 +33,24 @@ def run(stage: common.Stage) -> None:
     import rewards
 
     reward_functions = [rewards.build(reward["name"], reward["options"]) for reward in stage.rewards]
-    trainer = GRPOTrainer(
+    args = common.training_args(GRPOConfig, stage, reward_weights=[reward["weight"] for reward in stage.rewards])
+    train_dataset = common.load_training_data(stage)
+    trainer_class, trainer_rewards, callbacks, curriculum = GRPOTrainer, reward_functions, [], None
+    if stage.curriculum is not None:
+        from stages.curriculum import GRPOCurriculum
+
+        curriculum = GRPOCurriculum.build(stage.curriculum, args, train_dataset, reward_functions, stage.stage_dir)
+        trainer_class = curriculum.trainer_class(GRPOTrainer)
+        train_dataset, trainer_rewards, callbacks = curriculum.train_dataset, curriculum.rewards, [curriculum.callback]
+    trainer = trainer_class(
         model=stage.model_path,
-        reward_funcs=reward_functions,
-        args=common.training_args(GRPOConfig, stage, reward_weights=[reward["weight"] for reward in stage.rewards]),
-        train_dataset=common.load_data(stage.data),
+        reward_funcs=trainer_rewards,
+        args=args,
+        train_dataset=train_dataset,
         eval_dataset=common.load_data(stage.eval_data) if stage.eval_data else None,
         processing_class=common.load_tokenizer(stage.model_path),
         peft_config=common.peft_config(stage),
+        callbacks=callbacks,
     )
     train_output = trainer.train(resume_from_checkpoint=common.last_checkpoint(stage))
     common.save_final_model(trainer, stage)
@@ -46,6 +61,8 @@ def run(stage: common.Stage) -> None:
     for key in ["reward", "frac_reward_zero_std", *(f"rewards/{fn.__name__}/mean" for fn in reward_functions)]:
         metrics[key if key != "reward" else "final_reward"] = last_logged(history, key)
     metrics["reward_errors"] = {fn.__name__: fn.errors for fn in reward_functions}
+    if curriculum is not None:
+        metrics["curriculum"] = curriculum.summary()
     if trainer.accelerator.is_main_process:
         common.plot_curves(history, CURVES, stage.stage_dir / "training.png")
     common.finish(stage, metrics)

@@ -1,0 +1,60 @@
+"""The reward wrapper that feeds the sampler: same scores, same name, training batches only, async too."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import datasets
+import numpy as np
+
+from stages.arguments import CurriculumArgs
+from stages.curriculum import AsyncScoreFeedback, CurriculumSampler, GRPOCurriculum, RepeatLayout, ScoreFeedback
+
+LEVELS = [1, 1, 2, 2]
+
+
+def sampler() -> CurriculumSampler:
+    return CurriculumSampler(CurriculumArgs(), LEVELS, len(LEVELS), RepeatLayout(2, 2, 1))
+
+
+def half_right(prompts: list, completions: list, **columns: object) -> list[float | None]:
+    return [1.0, 0.0, None, 1.0]
+
+
+def test_scores_pass_through_and_training_batches_reach_the_sampler_and_the_log():
+    feedback, logged = ScoreFeedback(half_right, sampler()), {}
+    batch = {"prompts": ["a"] * 4, "completions": ["x"] * 4, "level": [1, 1, 2, 2], "log_metric": logged.__setitem__}
+    assert feedback(**batch, curriculum_index=[0, 0, 2, 2]) == [1.0, 0.0, None, 1.0]
+    assert feedback.__name__ == "half_right"
+    assert feedback.sampler.prompt_pass_rate[[0, 2]].tolist() == [0.5, 1.0] and feedback.sampler.generations_recorded == 1
+    assert logged["curriculum/pass_rate/level=1"] == 0.5 and "curriculum/share/level=2" in logged
+
+    feedback(**batch)  # an eval batch: no curriculum_index column, so nothing is recorded
+    assert feedback.sampler.generations_recorded == 1
+
+
+def test_an_async_signal_reward_stays_async():
+    async def async_half_right(prompts: list, completions: list, **columns: object) -> list[float | None]:
+        return half_right(prompts, completions)
+
+    feedback = AsyncScoreFeedback(async_half_right, sampler())
+    scores = asyncio.run(feedback(prompts=["a"] * 4, completions=["x"] * 4, curriculum_index=[1, 1, 3, 3]))
+    assert scores == [1.0, 0.0, None, 1.0]
+    assert np.isnan(feedback.sampler.prompt_pass_rate[0]) and feedback.sampler.prompt_pass_rate[1] == 0.5
+
+
+def test_grpo_wiring_wraps_only_the_signal_reward_and_indexes_the_data(tmp_path):
+    def other(prompts: list, completions: list, **columns: object) -> list[float]:
+        return [0.0] * len(completions)
+
+    data = datasets.Dataset.from_dict({"prompt": ["p"] * 8, "level": [1, 2] * 4})
+    grpo_args = SimpleNamespace(
+        remove_unused_columns=False, ignore_data_skip=False, num_generations=2, generation_batch_size=4, num_iterations=1,
+        steps_per_generation=1, gradient_accumulation_steps=1, max_steps=10, seed=0, dataloader_num_workers=0,
+        dataloader_prefetch_factor=None,
+    )
+    curriculum = GRPOCurriculum.build({"signal_reward": "other"}, grpo_args, data, [half_right, other], stage_dir=tmp_path)
+    assert [type(reward).__name__ for reward in curriculum.rewards] == ["function", "ScoreFeedback"]
+    assert curriculum.train_dataset["curriculum_index"] == list(range(8))
+    assert curriculum.sampler.layout == RepeatLayout(2, 2, 1) and curriculum.sampler.planned_generations == 10
