@@ -179,11 +179,12 @@ def suggest(word: str, choices: Any) -> str:
 
 
 def _registry() -> dict[str, Recipe]:
-    from data_recipes import math_sets, synthetic
+    from data_recipes import math_sets, prm_formats, synthetic
 
     recipes = [
         synthetic.RECIPE,
         *math_sets.RECIPES,
+        *prm_formats.RECIPES,
         Recipe("jsonl", JsonlOptions, _jsonl_columns, _jsonl_identity, _jsonl_load),
         Recipe("mixture", MixtureOptions, _mixture_columns, _mixture_identity, _mixture_load),
         Recipe("stage_output", StageOutputOptions, _stage_output_columns, _stage_output_identity, _stage_output_load),
