@@ -132,6 +132,7 @@ class OnPolicySpec(BaseModel):
     margin: float = Field(0.5, ge=0)
     rounds: int = Field(1, ge=1)
     prompts_per_round: int | None = Field(None, gt=0)
+    generation_batch_size: int = Field(16, gt=0)  # prompts per generate call, each with num_completions samples
     temperature: float = Field(1.0, gt=0)
     max_new_tokens: int = Field(128, gt=0)
 
@@ -244,6 +245,8 @@ def _check_stage_graph(manifest: Manifest) -> None:
             raise ManifestError(f"stage {stage.name!r}: field 'on_policy': only dpo stages generate on-policy pairs")
         if stage.on_policy is not None and not stage.rewards:
             raise ManifestError(f"stage {stage.name!r}: field 'rewards': on-policy pairs are ranked by rewards; list at least one")
+        if stage.kind == "dpo" and stage.on_policy is None and stage.rewards:
+            raise ManifestError(f"stage {stage.name!r}: field 'rewards': a dpo stage uses rewards only with on_policy; add on_policy or remove them")
         seen[stage.name] = stage
 
 
@@ -262,7 +265,7 @@ def _check_data(stage: StageSpec, earlier: dict[str, StageSpec]) -> set[str]:
                 columns = set(data_recipes.columns(spec.recipe, options))
         except (data_recipes.RecipeError, ValueError) as error:
             raise ManifestError(f"stage {stage.name!r}: field '{field}': {error}") from None
-        missing = _missing_columns(stage, columns)
+        missing = _missing_columns(stage, columns, field)
         if missing:
             raise ManifestError(
                 f"stage {stage.name!r}: field '{field}': recipe {spec.recipe!r} gives no column {missing}; "
@@ -284,13 +287,15 @@ def _stage_output_columns(options: dict[str, Any], earlier: dict[str, StageSpec]
     return KINDS[earlier[name].kind].output_columns
 
 
-def _missing_columns(stage: StageSpec, columns: set[str]) -> str | None:
-    """The column(s) a stage needs that its data lacks, phrased for the error message."""
+def _missing_columns(stage: StageSpec, columns: set[str], field: str) -> str | None:
+    """The column(s) a stage needs that its `field` (data or eval_data) lacks, for the error message.
+
+    On-policy DPO generates its own pairs from `data`'s prompts; its `eval_data` is still pairs."""
     if stage.kind == "sft":
         if "messages" in columns or {"prompt", "completion"} <= columns:
             return None
         return "'messages' (or 'prompt' + 'completion')"
-    needs = ("prompt",) if stage.on_policy is not None else KINDS[stage.kind].needs_columns
+    needs = ("prompt",) if stage.on_policy is not None and field == "data" else KINDS[stage.kind].needs_columns
     return next((repr(needed) for needed in needs if needed not in columns), None)
 
 

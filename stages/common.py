@@ -103,6 +103,18 @@ def training_args(config_cls: type, stage: Stage, **gradus_defaults: Any) -> Any
     return config_cls(output_dir=str(stage.checkpoint_dir), **values)
 
 
+def distributed_state() -> Any:
+    """The processes of this launch, as a trainer would see them.
+
+    A bare `PartialState()` on a CPU-only machine ignores the launcher's world size unless told
+    `cpu=True`: every process would believe it is alone and do all the work.
+    """
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def last_checkpoint(stage: Stage) -> str | None:
     """The newest *complete* checkpoint an interrupted run of this very stage left, if any.
 

@@ -159,7 +159,6 @@ def plot_by_level(stage_name: str, report: dict[str, Any], path: Any) -> None:
 
 def run(stage: common.Stage) -> None:
     import torch
-    from accelerate import PartialState
     from accelerate.utils import gather_object
     from transformers import AutoModelForCausalLM
 
@@ -168,7 +167,7 @@ def run(stage: common.Stage) -> None:
     args = EvalArgs(**stage.args)
     torch.manual_seed(args.seed if args.seed is not None else stage.seed)
     dataset = common.load_data(stage.data)
-    state = PartialState()
+    state = common.distributed_state()
     model = AutoModelForCausalLM.from_pretrained(stage.model_path).to(state.device).eval()
     tokenizer = common.load_tokenizer(stage.model_path)
 

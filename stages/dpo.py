@@ -1,0 +1,226 @@
+"""`dpo` stage: direct preference optimisation with TRL's DPOTrainer, on fixed or on-policy pairs.
+
+Fixed pairs: the stage's `data` gives `prompt`, `chosen`, `rejected`, and DPOTrainer trains on them
+(Rafailov et al. 2023). The reference model is the starting model: TRL loads a frozen copy of it,
+or, with a `peft:` block, uses the model with its adapters disabled.
+
+On-policy pairs (an `on_policy:` block): iterative DPO in the manner of Pang et al. 2024 (Iterative
+Reasoning Preference Optimization). Each round samples `num_completions` completions per prompt from
+the current model, scores each with the stage's rewards, keeps per prompt the best and the worst as a
+pair when their scores differ by at least `margin`, and trains DPO on those pairs; the next round
+starts from, and takes as its reference, the model this round trained. Where gradus differs:
+  * one pair per prompt (best vs worst), not every correct x incorrect pair; and a tie is never a
+    pair, so `margin: 0` means "any difference";
+  * no NLL term on the chosen completion (IRPO's addition): set `args.loss_type: [sigmoid, sft]`
+    to get it from TRL;
+  * a completion's score is the weighted sum of the rewards, where a reward that returns None for a
+    row ("not applicable") counts 0 for that row, as in TRL's GRPOTrainer (a nansum); unlike there, a
+    completion that every reward returns None for is not set apart: it scores 0;
+  * `prompts_per_round` takes consecutive slices of one seeded shuffle of the prompts, so rounds
+    see different prompts until all have been used (then it wraps around).
+
+Layout of an on-policy stage directory, which is also how a rerun resumes:
+    pairs/round_<r>/          the round's pairs (HF `save_to_disk`) + sampling.json; reused, never resampled
+    rounds/round_<r>/         checkpoints/, then model/ (the last round's model goes to `model/`),
+                              then round.json, written last: the round is finished
+A rerun skips finished rounds and resumes an interrupted one from its last checkpoint. Sampling runs
+on every process (each takes a slice of the prompts); the main process scores and saves the pairs,
+and every process trains on the pairs read back from disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import shutil
+from pathlib import Path
+from statistics import fmean
+from typing import Any, Callable
+
+from stages import common
+
+PAIR_COLUMNS = ["prompt", "chosen", "rejected"]
+CURVES = ["loss", "rewards/margins", "eval_loss"]
+
+
+def train(stage: common.Stage, pairs: Any, eval_pairs: Any, save_as: common.Stage) -> dict[str, Any]:
+    """DPO from `stage.model_path` on the pairs, resuming from `stage`'s last checkpoint; the model is
+    saved to `save_as.model_dir` and the curves beside it. Returns the training (and eval) metrics."""
+    from trl import DPOConfig, DPOTrainer
+
+    trainer = DPOTrainer(
+        model=stage.model_path,
+        args=common.training_args(DPOConfig, stage),
+        train_dataset=pairs.select_columns(PAIR_COLUMNS),
+        eval_dataset=eval_pairs,
+        processing_class=common.load_tokenizer(stage.model_path),
+        peft_config=common.peft_config(stage),
+    )
+    train_output = trainer.train(resume_from_checkpoint=common.last_checkpoint(stage))
+    common.save_final_model(trainer, save_as)
+    metrics = common.training_metrics(trainer, train_output)
+    if eval_pairs is not None:
+        metrics.update(trainer.evaluate())
+    if trainer.accelerator.is_main_process:
+        common.plot_curves(trainer.state.log_history, CURVES, save_as.stage_dir / "training.png")
+    return metrics
+
+
+def round_prompt_indices(num_prompts: int, per_round: int | None, seed: int, round_number: int) -> list[int]:
+    """The rows round `round_number` samples: all of them, or the round's slice of a seeded shuffle."""
+    if per_round is None or per_round >= num_prompts:
+        return list(range(num_prompts))
+    order = random.Random(seed).sample(range(num_prompts), num_prompts)
+    start = (round_number - 1) * per_round
+    return [order[(start + offset) % num_prompts] for offset in range(per_round)]
+
+
+def sample_pairs(stage: common.Stage, round_number: int, prompts: Any, reward_fns: list, pairs_dir: Path, state: Any) -> None:
+    """Sample the round's completions from `stage.model_path` (every process takes a slice of the
+    prompts); the main process scores them and saves the pairs and the sampling figures to `pairs_dir`."""
+    import datasets
+    from accelerate.utils import gather_object
+    from transformers import AutoModelForCausalLM, set_seed
+
+    on_policy = stage.on_policy
+    n = on_policy["num_completions"]
+    rows = prompts.select(round_prompt_indices(len(prompts), on_policy["prompts_per_round"], stage.seed, round_number))
+    model = AutoModelForCausalLM.from_pretrained(stage.model_path).to(state.device).eval()
+    tokenizer = common.load_tokenizer(stage.model_path)
+    set_seed(stage.seed + round_number)
+    with state.split_between_processes(list(rows["prompt"])) as my_prompts:  # a list: it passes a datasets Column through unsplit
+        my_texts = common.generate(
+            model, tokenizer, my_prompts, max_new_tokens=on_policy["max_new_tokens"], batch_size=on_policy["generation_batch_size"],
+            temperature=on_policy["temperature"], num_return_sequences=n,
+        )
+    texts = gather_object(my_texts)
+    if not state.is_main_process:
+        return
+
+    conversational = not isinstance(rows[0]["prompt"], str)
+    completions = [[{"role": "assistant", "content": text}] for text in texts] if conversational else texts
+    completion_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    scores, reward_means = score(reward_fns, rows, completions, completion_ids, n)
+    pairs = preference_pairs(list(rows["prompt"]), completions, scores, n, on_policy["margin"])
+    sampling = {
+        "prompts_tried": len(rows),
+        "samples": len(texts),
+        "pairs_kept": len(pairs),
+        "mean_chosen_score": fmean(pair["chosen_score"] for pair in pairs) if pairs else None,
+        "mean_rejected_score": fmean(pair["rejected_score"] for pair in pairs) if pairs else None,
+        "mean_reward": fmean(scores),
+        **reward_means,
+    }
+    staging = pairs_dir.with_name(pairs_dir.name + ".partial")  # renamed when complete: a kill leaves no half-saved pairs
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    if pairs:  # datasets cannot save an empty dataset; sampling.json alone says the round found none
+        datasets.Dataset.from_list(pairs).save_to_disk(str(staging))
+    common.write_json(staging / "sampling.json", sampling)
+    staging.rename(pairs_dir)
+
+
+def score(
+    reward_fns: list[tuple[str, float, Callable]], rows: Any, completions: list[Any], completion_ids: list[list[int]], n: int,
+) -> tuple[list[float], dict[str, float | None]]:
+    """Each completion's weighted sum of rewards (a None counts 0), and each reward's mean over the rows it applies to.
+
+    The rewards get what TRL's trainers pass them: prompts, completions, `completion_ids` (here the
+    completion text tokenised again) and every other dataset column, repeated for the n completions
+    of each prompt.
+    """
+    columns = {column: [value for value in rows[column] for _ in range(n)] for column in rows.column_names}
+    prompts = columns.pop("prompt")
+    totals = [0.0] * len(completions)
+    reward_means = {}
+    for name, weight, reward_fn in reward_fns:
+        values = reward_fn(prompts=prompts, completions=completions, completion_ids=completion_ids, **columns)
+        totals = [total + weight * (0.0 if value is None else value) for total, value in zip(totals, values)]
+        applicable = [value for value in values if value is not None]
+        reward_means[f"rewards/{name}/mean"] = fmean(applicable) if applicable else None
+    return totals, reward_means
+
+
+def preference_pairs(prompts: list[Any], completions: list[Any], scores: list[float], n: int, margin: float) -> list[dict[str, Any]]:
+    """Per prompt, its best and worst completion as (chosen, rejected), kept if their scores differ, by at least `margin`."""
+    pairs = []
+    for index, prompt in enumerate(prompts):
+        group = range(index * n, (index + 1) * n)
+        best, worst = max(group, key=scores.__getitem__), min(group, key=scores.__getitem__)
+        gap = scores[best] - scores[worst]
+        if gap > 0 and gap >= margin:
+            pairs.append({
+                "prompt": prompt, "chosen": completions[best], "rejected": completions[worst],
+                "chosen_score": scores[best], "rejected_score": scores[worst],
+            })
+    return pairs
+
+
+def end_without_pairs(stage: common.Stage, round_number: int, model_path: str, state: Any) -> None:
+    """A round whose samples gave no pair: the rewards no longer separate the model's completions
+    (often: it is right, or wrong, on every sample). In round 1 nothing was trained, an error; later,
+    the stage ends early with the last trained model, and the metrics show the empty round."""
+    message = (
+        f"round {round_number}: on no prompt did the {stage.on_policy['num_completions']} completions' scores differ "
+        f"by margin {stage.on_policy['margin']}"
+    )
+    if round_number == 1:
+        raise RuntimeError(f"{message}; lower on_policy.margin, or raise temperature, num_completions or prompts_per_round")
+    if state.is_main_process:
+        common.log.warning("%s; the stage ends with round %d's model", message, round_number - 1)
+        shutil.copytree(model_path, stage.model_dir, dirs_exist_ok=True)
+    state.wait_for_everyone()
+
+
+def run_on_policy(stage: common.Stage, eval_pairs: Any) -> dict[str, Any]:
+    """All rounds, skipping finished ones; the metrics of each round, and the last round's training metrics on top."""
+    import datasets
+
+    import rewards
+
+    prompts = common.load_training_data(stage)
+    reward_fns = [(spec["name"], spec["weight"], rewards.build(spec["name"], spec["options"])) for spec in stage.rewards]
+    state = common.distributed_state()
+    records, model_path, last_round = [], stage.model_path, stage.on_policy["rounds"]
+    for round_number in range(1, last_round + 1):
+        round_stage = dataclasses.replace(stage, stage_dir=stage.stage_dir / "rounds" / f"round_{round_number}", model_path=model_path)
+        save_as = stage if round_number == last_round else round_stage
+        finished = round_stage.stage_dir / "round.json"
+        if finished.is_file():
+            if state.is_main_process:
+                common.log.info("round %d finished in an earlier run; not repeated", round_number)
+            record = json.loads(finished.read_text())
+        else:
+            pairs_dir = stage.stage_dir / "pairs" / f"round_{round_number}"
+            if not pairs_dir.is_dir():
+                sample_pairs(round_stage, round_number, prompts, reward_fns, pairs_dir, state)
+            state.wait_for_everyone()
+            sampling = json.loads((pairs_dir / "sampling.json").read_text())
+            if not sampling["pairs_kept"]:
+                end_without_pairs(stage, round_number, model_path, state)
+                records.append({"round": round_number, "sampling": sampling, "training": None})
+                break
+            pairs = datasets.load_from_disk(str(pairs_dir), keep_in_memory=True)  # TRL's map caches stay out of pairs/
+            training = train(round_stage, pairs, eval_pairs, save_as)
+            record = {"round": round_number, "sampling": sampling, "training": training}
+            if state.is_main_process:
+                finished.parent.mkdir(parents=True, exist_ok=True)
+                common.write_json(finished, record)
+        records.append(record)
+        model_path = str(save_as.model_dir)
+    last_trained = next(record for record in reversed(records) if record["training"])
+    return {**last_trained["training"], "rounds": records}
+
+
+def run(stage: common.Stage) -> None:
+    eval_pairs = common.load_data(stage.eval_data).select_columns(PAIR_COLUMNS) if stage.eval_data else None
+    if stage.on_policy is None:
+        metrics = train(stage, common.load_training_data(stage), eval_pairs, save_as=stage)
+    else:
+        metrics = run_on_policy(stage, eval_pairs)
+    common.finish(stage, metrics)
+
+
+if __name__ == "__main__":
+    run(common.start())
