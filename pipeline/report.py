@@ -42,7 +42,7 @@ def write_report(plan: Plan, ledger: Ledger) -> str:
     for stage in plan.stages:
         entry = ledger.entry(stage.name) or {"state": "pending"}
         metrics = entry.get("metrics") or {}
-        key = next((f"{name} {metrics[name]:.3f}" for name in ("accuracy", "final_reward", "final_loss") if isinstance(metrics.get(name), (int, float))), "")
+        key = next((f"{name} {metrics[name]:.3f}" for name in ("accuracy", "final_reward", "final_loss", "positive_fraction") if isinstance(metrics.get(name), (int, float))), "")
         duration = f"{entry['duration_s']:.0f}s" if entry.get("duration_s") is not None else ""
         lines.append(f"| {stage.name} | {stage.kind} | {entry['state']} | {duration} | {key} |")
     models, sets, cells = forgetting_table(plan, ledger)

@@ -24,20 +24,30 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from data_recipes.math_sets import last_boxed
+
 IGNORE_INDEX = -100
 AGGREGATIONS = ("min", "mean", "last", "product")
 THRESHOLD = 0.5
 
 
 def split_steps(completion: str, separator: str = "\n") -> list[str]:
-    """The steps of a completion: the pieces between separators, blank pieces dropped.
+    """The steps of a completion: the pieces between separators, blank pieces dropped, and nothing
+    after the first step that holds a final `\\boxed{}` answer (what follows is not reasoning).
 
-    Step text is kept verbatim (a leading space stays), as the step format stores it; only pieces that
-    are empty or whitespace (a trailing separator, a blank line) are dropped, as they are not steps.
+    Step text is kept verbatim (a leading space stays), as the step format stores it. The labeller
+    (prm_label), the trainer's data and the reward all split with this one function.
     """
     if not separator:
         raise ValueError("the step separator must be a non-empty string")
-    return [piece for piece in completion.split(separator) if piece.strip()]
+    steps = []
+    for piece in completion.split(separator):
+        if not piece.strip():
+            continue
+        steps.append(piece)
+        if last_boxed(piece) is not None:
+            break
+    return steps
 
 
 def aggregate(scores: Sequence[float], how: str = "min") -> float | None:
