@@ -9,10 +9,7 @@ tests/prm_label/test_labelling.py (scripted policies) and bench/prm_labels.py (a
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,16 +17,12 @@ import pytest
 
 from data_recipes.math_sets import last_boxed
 from pipeline.manifest import KINDS
-from tests.conftest import TINY_MODEL, tiny_manifest, write_manifest
+from tests.conftest import TINY_MODEL, gradus, sigkill_runner_when, tiny_manifest, write_manifest
 
 pytestmark = pytest.mark.slow
 
 LABEL_DATA = {"recipe": "synthetic_arithmetic", "levels": [1, 2], "num_examples": 6, "seed": 5}
 LABEL_ARGS = {"num_solutions": 2, "rollouts_per_step": 3, "max_new_tokens": 40, "problems_per_shard": 2, "batch_size": 64}
-
-
-def gradus(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, timeout=timeout)
 
 
 def read_rows(stage_dir: Path) -> list[dict]:
@@ -83,15 +76,8 @@ def test_killed_stage_resumes_without_relabelling_finished_problems(tmp_path):
     }
     manifest_path = write_manifest(tmp_path / "m.yaml", manifest)
     stage_dir = run_dir / "labels"
-    runner = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(manifest_path)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first_shard = stage_dir / "partial" / "shard-00000.json"
-    deadline = time.time() + 120
-    while not first_shard.exists() and time.time() < deadline and runner.poll() is None:
-        time.sleep(0.02)
-    os.kill(runner.pid, signal.SIGKILL)
-    runner.wait()
-    assert first_shard.exists(), "the stage never finished a shard"
+    sigkill_runner_when(manifest_path, first_shard)
     deadline = time.time() + 30  # the stage process dies with its runner (SIGTERM from the kernel)
     while subprocess.run(["pgrep", "-f", str(stage_dir / "stage.yaml")], capture_output=True).returncode == 0:
         assert time.time() < deadline, "the stage outlived its killed runner"

@@ -9,10 +9,6 @@ all these tests need: they check the mechanics (pairs, margins, rounds, resume),
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +16,7 @@ import pytest
 
 from stages.common import Stage
 from stages.dpo import end_without_pairs, preference_pairs, round_prompt_indices, score
-from tests.conftest import TINY_MODEL, tiny_manifest, write_manifest
+from tests.conftest import TINY_MODEL, gradus, sigkill_runner_when, tiny_manifest, write_manifest
 
 DPO_ARGS = {
     "max_steps": 10, "per_device_train_batch_size": 4, "learning_rate": 1e-3, "logging_steps": 2, "save_steps": 5,
@@ -87,10 +83,6 @@ def test_a_round_without_pairs_ends_the_stage_with_the_last_trained_model_or_fai
 
 
 # --- end to end ----------------------------------------------------------------------------------
-
-
-def gradus(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -201,15 +193,8 @@ def test_sigkill_in_round_two_then_rerun_keeps_finished_round_and_resumes_traini
     run_dir = tmp_path / "run"
     manifest_path = write_manifest(tmp_path / "m.yaml", on_policy_manifest(run_dir, sft_model, max_steps=60, save_steps=10, learning_rate=2e-4))
     stage_dir = run_dir / "dpo"
-    runner = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(manifest_path)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first_checkpoint = stage_dir / "rounds" / "round_2" / "checkpoints" / "checkpoint-10" / "trainer_state.json"
-    deadline = time.time() + 300
-    while not first_checkpoint.exists() and time.time() < deadline and runner.poll() is None:
-        time.sleep(0.02)
-    os.kill(runner.pid, signal.SIGKILL)
-    runner.wait()
-    assert first_checkpoint.exists(), "round 2 never wrote its first checkpoint"
+    sigkill_runner_when(manifest_path, first_checkpoint)
     assert not (stage_dir / "done.json").exists(), "the stage finished before the kill; the test proves nothing"
     assert not (stage_dir / "rounds" / "round_2" / "round.json").exists()
     time.sleep(2)  # the stage process dies with its runner
