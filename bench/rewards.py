@@ -169,7 +169,7 @@ def main() -> None:
     cpu = {name: statistics.median(used for _, used in results) for name, results in runs.items()}
 
     lines = [
-        f"### math_accuracy vs TRL accuracy_reward ({datetime.date.today()})",
+        f"## Rewards: math_accuracy vs TRL's accuracy_reward ({datetime.date.today()})",
         "",
         f"Command: `.venv/bin/python -m bench.rewards --repeats {arguments.repeats}`  ",
         f"Machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), Python {platform.python_version()}; "
