@@ -6,7 +6,7 @@ the registry's row guard). Each arm runs in its own process, alternating, `--rep
 figure compared is the trainer's own `train_runtime / global_step`, so process start-up and
 imports are excluded from both.
 
-    python bench/grpo_overhead.py --steps 30 --repeats 3
+    python -m bench.grpo_overhead --steps 30 --repeats 3      (from the repository root)
 Goal (issue 3): the stage within 5 % of the bare script.
 """
 
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import yaml
 
+REPO = Path(__file__).resolve().parents[1]
 TINY = {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 2}
 DATA = {"recipe": "synthetic_arithmetic", "split": "train", "levels": [1, 2, 3], "num_examples": 2000, "seed": 1}
 
@@ -89,8 +90,9 @@ def main() -> None:
         for repeat in range(args.repeats):
             stage_times.append(run_stage(work, args.steps, first=repeat == 0))
             result = work / "bare.json"
-            subprocess.run([sys.executable, __file__, "--steps", str(args.steps), "--bare", str(work / "run" / "base_model"), str(result)],
-                           check=True, capture_output=True)
+            # As a module from the repository root: run as a script, bench/rewards.py would shadow `rewards`.
+            subprocess.run([sys.executable, "-m", "bench.grpo_overhead", "--steps", str(args.steps), "--bare",
+                            str(work / "run" / "base_model"), str(result)], check=True, capture_output=True, cwd=REPO)
             bare_times.append(json.loads(result.read_text()))
             print(f"repeat {repeat + 1}: stage {stage_times[-1]:.3f} s/step, bare {bare_times[-1]:.3f} s/step", flush=True)
     stage, bare = statistics.median(stage_times), statistics.median(bare_times)
