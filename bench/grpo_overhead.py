@@ -2,7 +2,8 @@
 
 Both arms train the same tiny model on the same synthetic rows with the same GRPOConfig and the
 same `math_accuracy` reward (the bare arm calls the reward function unwrapped; the stage wraps it in
-the registry's row guard). Each arm runs in its own process, alternating, `--repeats` times; the
+the registry's row guard), both under `accelerate launch --config_file launch/single.yaml` (which
+also fixes the thread count). Each arm runs in its own process, alternating, `--repeats` times; the
 figure compared is the trainer's own `train_runtime / global_step`, so process start-up and
 imports are excluded from both.
 
@@ -21,6 +22,9 @@ import tempfile
 from pathlib import Path
 
 import yaml
+
+import launch
+from pipeline.plan import accelerate_executable
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 2}
@@ -90,9 +94,12 @@ def main() -> None:
         for repeat in range(args.repeats):
             stage_times.append(run_stage(work, args.steps, first=repeat == 0))
             result = work / "bare.json"
-            # As a module from the repository root: run as a script, bench/rewards.py would shadow `rewards`.
-            subprocess.run([sys.executable, "-m", "bench.grpo_overhead", "--steps", str(args.steps), "--bare",
-                            str(work / "run" / "base_model"), str(result)], check=True, capture_output=True, cwd=REPO)
+            # Launched the way the stage is (and TRL documents its scripts): `accelerate launch` with the
+            # same profile, which also sets the same thread count. As a module from the repository root,
+            # since run as a script bench/rewards.py would shadow the `rewards` package.
+            bare = ["-m", "bench.grpo_overhead", "--steps", str(args.steps), "--bare", str(work / "run" / "base_model"), str(result)]
+            subprocess.run([accelerate_executable(), "launch", "--config_file", str(launch.profile_path("single")), *bare],
+                           check=True, capture_output=True, cwd=REPO)
             bare_times.append(json.loads(result.read_text()))
             print(f"repeat {repeat + 1}: stage {stage_times[-1]:.3f} s/step, bare {bare_times[-1]:.3f} s/step", flush=True)
     stage, bare = statistics.median(stage_times), statistics.median(bare_times)
