@@ -7,7 +7,7 @@ also fixes the thread count). Each arm runs in its own process, alternating, `--
 figure compared is the trainer's own `train_runtime / global_step`, so process start-up and
 imports are excluded from both.
 
-    python -m bench.grpo_overhead --steps 30 --repeats 3      (from the repository root)
+    python bench/grpo_overhead.py --steps 30 --repeats 3      (from the repository root)
 Goal (issue 3): the stage within 5 % of the bare script.
 """
 
@@ -95,8 +95,7 @@ def main() -> None:
             stage_times.append(run_stage(work, args.steps, first=repeat == 0))
             result = work / "bare.json"
             # Launched the way the stage is (and TRL documents its scripts): `accelerate launch` with the
-            # same profile, which also sets the same thread count. As a module from the repository root,
-            # since run as a script bench/rewards.py would shadow the `rewards` package.
+            # same profile, which also sets the same thread count.
             bare = ["-m", "bench.grpo_overhead", "--steps", str(args.steps), "--bare", str(work / "run" / "base_model"), str(result)]
             subprocess.run([accelerate_executable(), "launch", "--config_file", str(launch.profile_path("single")), *bare],
                            check=True, capture_output=True, cwd=REPO)

@@ -1,6 +1,6 @@
 """Throughput and agreement: gradus's `math_accuracy` against TRL's `accuracy_reward`, same completions.
 
-Run from the repository root:  .venv/bin/python -m bench.rewards [--repeats 3] [--append BENCHMARKS.md]
+Run from the repository root:  .venv/bin/python bench/reward_throughput.py [--repeats 3] [--append BENCHMARKS.md]
 
 The 2,000 completions are shaped like a GRPO batch: 250 MATH-500 problems (a seeded half) with 8
 completions each, TRL's default num_generations. Per problem: the dataset's worked solution (it ends in
@@ -29,16 +29,12 @@ import os
 import platform
 import random
 import statistics
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-if not __package__:  # run as a file: bench/ would shadow the `rewards` package with this module
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
-
-from rewards.math_accuracy import MathAccuracy  # noqa: E402
+from rewards.math_accuracy import MathAccuracy
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("GRADUS_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -171,7 +167,7 @@ def main() -> None:
     lines = [
         f"## Rewards: math_accuracy vs TRL's accuracy_reward ({datetime.date.today()})",
         "",
-        f"Command: `.venv/bin/python -m bench.rewards --repeats {arguments.repeats}`  ",
+        f"Command: `.venv/bin/python bench/reward_throughput.py --repeats {arguments.repeats}`  ",
         f"Machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), Python {platform.python_version()}; "
         f"{len(batch.golds)} completions: {PROBLEMS} MATH-500 problems x {GENERATIONS} (2 of each kind below); "
         f"median of {arguments.repeats} interleaved runs; load average before the run {load_before:.2f}.",
