@@ -59,9 +59,6 @@ class Plan:
         """Where a built-in tiny base model is materialised, or None for an HF id or path."""
         return self.run_dir / BASE_MODEL_DIR if isinstance(self.base_model, TinyModelSpec) else None
 
-    def index(self, name: str) -> int:
-        return [stage.name for stage in self.stages].index(name)
-
 
 def fingerprint(payload: Any) -> str:
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
