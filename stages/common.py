@@ -233,6 +233,24 @@ def save_final_model(trainer: Any, stage: Stage) -> None:
     trainer.accelerator.wait_for_everyone()
 
 
+def train_and_save(
+    trainer: Any, stage: Stage, curves: list[str], save_as: Stage | None = None, evaluate: bool = False,
+) -> dict[str, Any]:
+    """What every training stage does with its trainer: train (resuming from the stage's last complete
+    checkpoint), save the final model where later stages look for it, optionally run the trainer's own
+    evaluation on its eval set, and plot `curves` next to the model. `save_as` is where the model and
+    plot go when that is not `stage` (a DPO round). Returns the training (and eval) metrics."""
+    save_as = save_as or stage
+    train_output = trainer.train(resume_from_checkpoint=last_checkpoint(stage))
+    save_final_model(trainer, save_as)
+    metrics = training_metrics(trainer, train_output)
+    if evaluate and trainer.eval_dataset is not None:
+        metrics.update(trainer.evaluate())
+    if trainer.accelerator.is_main_process:
+        plot_curves(trainer.state.log_history, curves, save_as.stage_dir / "training.png")
+    return metrics
+
+
 def training_metrics(trainer: Any, train_output: Any) -> dict[str, Any]:
     """Loss at the first and last logged step next to HF's own train metrics, and a loss curve PNG."""
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]

@@ -57,14 +57,7 @@ def train(stage: common.Stage, pairs: Any, eval_pairs: Any, save_as: common.Stag
         processing_class=common.load_tokenizer(stage.model_path),
         peft_config=common.peft_config(stage),
     )
-    train_output = trainer.train(resume_from_checkpoint=common.last_checkpoint(stage))
-    common.save_final_model(trainer, save_as)
-    metrics = common.training_metrics(trainer, train_output)
-    if eval_pairs is not None:
-        metrics.update(trainer.evaluate())
-    if trainer.accelerator.is_main_process:
-        common.plot_curves(trainer.state.log_history, CURVES, save_as.stage_dir / "training.png")
-    return metrics
+    return common.train_and_save(trainer, stage, CURVES, save_as=save_as, evaluate=True)
 
 
 def round_prompt_indices(num_prompts: int, per_round: int | None, seed: int, round_number: int) -> list[int]:

@@ -52,19 +52,14 @@ def run(stage: common.Stage) -> None:
         peft_config=common.peft_config(stage),
         callbacks=callbacks,
     )
-    train_output = trainer.train(resume_from_checkpoint=common.last_checkpoint(stage))
-    common.save_final_model(trainer, stage)
-
+    metrics = common.train_and_save(trainer, stage, CURVES)
     history = trainer.state.log_history
-    metrics = common.training_metrics(trainer, train_output)
     metrics["first_reward"] = next((entry["reward"] for entry in history if "reward" in entry), None)
     for key in ["reward", "frac_reward_zero_std", *(f"rewards/{fn.__name__}/mean" for fn in reward_functions)]:
         metrics[key if key != "reward" else "final_reward"] = last_logged(history, key)
     metrics["reward_errors"] = {fn.__name__: fn.errors for fn in reward_functions}
     if curriculum is not None:
         metrics["curriculum"] = curriculum.summary()
-    if trainer.accelerator.is_main_process:
-        common.plot_curves(history, CURVES, stage.stage_dir / "training.png")
     common.finish(stage, metrics)
 
 

@@ -254,9 +254,7 @@ def run(stage: common.Stage) -> None:
         processing_class=tokenizer,
         compute_loss_func=step_bce_loss,
     )
-    train_output = trainer.train(resume_from_checkpoint=common.last_checkpoint(stage))
-    common.save_final_model(trainer, stage)
-    metrics = common.training_metrics(trainer, train_output)
+    metrics = common.train_and_save(trainer, stage, CURVES)
     metrics["train_rows"], metrics["eval_rows"] = len(train_rows), len(eval_rows)
     if eval_set is not None:
         truth = [truth_of(row) for row in eval_rows]
@@ -266,8 +264,6 @@ def run(stage: common.Stage) -> None:
         metrics["truth"] = "hard_labels" if "hard_labels" in eval_rows.column_names else "labels >= 0.5"
         if trainer.accelerator.is_main_process:
             plot_roc(truth, scores, stage.stage_dir / "roc.png")
-    if trainer.accelerator.is_main_process:
-        common.plot_curves(trainer.state.log_history, CURVES, stage.stage_dir / "training.png")
     common.finish(stage, metrics)
 
 

@@ -34,13 +34,7 @@ def run(stage: common.Stage) -> None:
         processing_class=common.load_tokenizer(stage.model_path),
         peft_config=common.peft_config(stage),
     )
-    train_output = trainer.train(resume_from_checkpoint=common.last_checkpoint(stage))
-    common.save_final_model(trainer, stage)
-    metrics = common.training_metrics(trainer, train_output)
-    if eval_dataset is not None:
-        metrics.update(trainer.evaluate())
-    if trainer.accelerator.is_main_process:
-        common.plot_curves(trainer.state.log_history, ["loss", "eval_loss", "learning_rate"], stage.stage_dir / "training.png")
+    metrics = common.train_and_save(trainer, stage, ["loss", "eval_loss", "learning_rate"], evaluate=True)
     common.finish(stage, metrics)
 
 
