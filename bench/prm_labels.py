@@ -43,8 +43,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TQDM_DISABLE", "1")  # one progress bar per generate call is noise here
 
-from data_recipes.math_sets import last_boxed  # noqa: E402
-from data_recipes.synthetic import SyntheticOptions, generate, step_errors  # noqa: E402
+from data_recipes.synthetic import SyntheticOptions, generate, step_goodness  # noqa: E402
 from stages.prm_label import (  # noqa: E402
     LABELLERS,
     PRMLabelArgs,
@@ -60,25 +59,6 @@ QUICKSTART_POLICY = REPO / "runs" / "quickstart" / "sft" / "model"
 OWN_RUN_DIR = REPO / "runs" / "bench_prm_labels"
 LEVELS = [2, 3, 4, 5]
 KS = [2, 4, 8, 16]
-
-
-def true_goodness(prompt: str, solution: Solution) -> list[bool]:
-    """Per step: the prefix through it holds no wrong step (and, for the final answer, the gold answer).
-
-    A step that opens a `\\boxed{` it never closes is wrong (it is neither a step nor an answer)."""
-    good, clean, checked = [], True, []
-    for step in solution.steps:
-        if last_boxed(step) is not None:
-            good.append(clean and solution.final_value > 0)
-            continue
-        if step.strip().startswith("\\boxed"):
-            wrong = True
-        else:
-            checked.append(step.strip())
-            wrong = step_errors(prompt, "\n".join(checked))[-1]
-        clean = clean and not wrong
-        good.append(clean)
-    return good
 
 
 def auc(scores: list[float], positives: list[bool]) -> float:
@@ -172,7 +152,7 @@ def main() -> None:
     clock = time.time()
     solutions, owners, counts = sample_solutions(problems, sample, score, label_args)
     sampling_seconds = time.time() - clock
-    truth = [true_goodness(owner["prompt"], solution) for owner, solution in zip(owners, solutions)]
+    truth = [step_goodness(owner["prompt"], solution.steps, owner["answer"]) for owner, solution in zip(owners, solutions)]
 
     pool = PrefixRollouts(sample, score, k_max, "\n", [owner["prompt"] for owner in owners], [owner["answer"] for owner in owners], solutions)
     requests = [(index, length) for index, solution in enumerate(solutions)

@@ -118,6 +118,25 @@ def step_errors(prompt: str, completion: str) -> list[bool]:
     return wrong
 
 
+def step_goodness(prompt: str, steps: list[str], answer: str) -> list[bool]:
+    """Per step of a solution: is every step up to and including it right?
+
+    The final `\\boxed{}` step is good when, besides, it holds the gold answer; any other line that starts
+    with `\\boxed` is wrong. This is exactly what a Monte-Carlo step label estimates ("can this prefix still
+    reach the answer?"), so it is the truth that automatic labels and trained PRMs are measured against.
+    """
+    good, clean, checked = [], True, []
+    for step in steps:
+        text = step.strip()
+        if text.startswith("\\boxed"):
+            clean = clean and text == f"\\boxed{{{answer}}}"
+        else:
+            checked.append(text)
+            clean = clean and not step_errors(prompt, "\n".join(checked))[-1]
+        good.append(clean)
+    return good
+
+
 def generate(options: SyntheticOptions) -> list[dict[str, Any]]:
     """Deterministic rows for the options: same options, same rows, on every machine."""
     rng = random.Random(f"synthetic-arithmetic/{options.seed}/{options.split}")

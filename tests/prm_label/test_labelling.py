@@ -3,7 +3,7 @@
 Two scripted stand-ins for the policy: a rollout oracle whose outcomes follow the true first wrong step
 (the labellers alone), and a text policy that writes and continues synthetic solutions with planted
 errors (splitting, `math_accuracy` scoring and the rollouts as the stage runs them). The truth is
-`data_recipes.synthetic.step_errors`: a step is good when no step up to it is wrong, and the boxed step
+`data_recipes.synthetic.step_goodness`: a step is good when no step up to it is wrong, and the boxed step
 when, besides, its answer is the gold one.
 """
 
@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from data_recipes.synthetic import SyntheticOptions, apply, generate, step_errors
+from data_recipes.synthetic import SyntheticOptions, apply, generate, step_goodness
 from stages.prm_label import (
     PRMLabelArgs,
     PrefixRollouts,
@@ -29,20 +29,6 @@ from stages.prm_label import (
 )
 
 K = 4
-
-
-def true_goodness(prompt: str, steps: list[str], answer: str) -> list[bool]:
-    """Per step: does the prefix ending with it contain no wrong step (and, for the boxed one, the gold answer)?"""
-    plain = [step for step in steps if not step.startswith("\\boxed")]
-    errors = step_errors(prompt, "\n".join(plain))
-    good, seen_error = [], False
-    for index, step in enumerate(steps):
-        if step.startswith("\\boxed"):
-            good.append(not seen_error and step == f"\\boxed{{{answer}}}")
-        else:
-            seen_error = seen_error or errors[index]
-            good.append(not seen_error)
-    return good
 
 
 def planted_solution(row: dict, wrong_step: int | None) -> list[str]:
@@ -79,15 +65,15 @@ def long_solutions(level: int = 9, count: int = 30) -> tuple[list[dict], list[So
         wrong_step = None if index % 5 == 0 else rng.randrange(level)  # one in five right, the others wrong at a random step
         steps = planted_solution(row, wrong_step)
         solutions.append(Solution(steps, float(wrong_step is None), terminal=True))
-        goodness.append(true_goodness(row["prompt"], steps, row["answer"]))
+        goodness.append(step_goodness(row["prompt"], steps, row["answer"]))
     return rows, solutions, goodness
 
 
 def test_planted_truth_is_what_step_errors_says():
     row = generate(SyntheticOptions(levels=[4], per_level=1, seed=1))[0]
     assert planted_solution(row, None)[:-1] == row["steps"]
-    assert true_goodness(row["prompt"], planted_solution(row, None), row["answer"]) == [True] * 5
-    assert true_goodness(row["prompt"], planted_solution(row, 2), row["answer"]) == [True, True, False, False, False]
+    assert step_goodness(row["prompt"], planted_solution(row, None), row["answer"]) == [True] * 5
+    assert step_goodness(row["prompt"], planted_solution(row, 2), row["answer"]) == [True, True, False, False, False]
 
 
 @pytest.mark.parametrize("labeller", [label_mc, label_binary_search])
@@ -195,7 +181,7 @@ def test_scripted_policy_labels_match_step_errors(method, score):
     assert counts["unscorable_problems"] == counts["empty_solutions"] == 0
     assert 0 < counts["correct_solutions"] < len(labelled)  # both kinds of solution are there
     for row in labelled:
-        truth = true_goodness(row["prompt"], row["steps"], row["answer"])
+        truth = step_goodness(row["prompt"], row["steps"], row["answer"])
         assert row["hard_labels"] == truth, row
         assert len(row["steps"]) == len(row["labels"]) == len(row["measured"]) == problems[row["problem_index"]]["level"] + 1
         assert row["steps"][0].startswith(" ") and row["steps"][-1].startswith("\\boxed")
