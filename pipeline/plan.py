@@ -104,6 +104,12 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
+def _distinct(values: Any) -> list[Any]:
+    """The distinct JSON-like values, sorted by their JSON text."""
+    unique = {json.dumps(value, sort_keys=True, default=str): value for value in values}
+    return [unique[key] for key in sorted(unique)]
+
+
 def make_plan(manifest: Manifest) -> Plan:
     run_dir = manifest.run_dir.resolve()
     base_model = manifest.base_model
@@ -114,12 +120,16 @@ def make_plan(manifest: Manifest) -> Plan:
         base_path = str(local.resolve()) if local.exists() else base_model
         base_identity = {"model": base_model}
 
-    eval_sets = [_data_block(spec.data, run_dir) for spec in manifest.stages if spec.kind == "eval"]
+    # Each distinct eval set once, in a fixed order: a second eval stage on the same data (best-of-n next
+    # to greedy, say) or reordered eval stages change nothing a training stage removes, so rerun nothing.
+    eval_sets = _distinct(_data_block(spec.data, run_dir) for spec in manifest.stages if spec.kind == "eval")
     check = manifest.decontamination
     decontaminate = {"against": eval_sets, "ngram": check.ngram, "remove": check.remove} if check.enabled and eval_sets else None
 
     planned: dict[str, PlannedStage] = {}
-    eval_identities = [_data_identity(spec.data, planned) for spec in manifest.stages if spec.kind == "eval" and spec.data.recipe != STAGE_OUTPUT_RECIPE]
+    eval_identities = _distinct(
+        _data_identity(spec.data, planned) for spec in manifest.stages if spec.kind == "eval" and spec.data.recipe != STAGE_OUTPUT_RECIPE
+    )
     for spec in manifest.stages:
         dependencies = _dependencies(spec, planned)
         upstream = None if spec.model == "base" else planned[spec.model]

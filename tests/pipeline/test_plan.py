@@ -58,6 +58,19 @@ def test_launch_settings_do_not_change_the_fingerprint(tmp_path):
     assert plan_for(tmp_path, moved).stages[0].fingerprint == before.stages[0].fingerprint
 
 
+def test_eval_sets_decide_training_fingerprints_not_eval_stages(tmp_path):
+    """Training data is decontaminated against every eval set, so a new eval set reruns training; a second
+    eval stage on a set already there (best-of-n next to greedy) does not."""
+    manifest = tiny_manifest(tmp_path / "run")
+    before = plan_for(tmp_path, manifest).stages[0]
+    best_of_n = {**manifest["stages"][1], "name": "eval_best_of_n", "args": {"num_samples": 4, "temperature": 1.0}}
+    manifest["stages"].append(best_of_n)
+    same_set = plan_for(tmp_path, manifest).stages[0]
+    assert same_set.fingerprint == before.fingerprint
+    manifest["stages"].append({**best_of_n, "name": "eval_level_3", "data": {**best_of_n["data"], "levels": [3]}})
+    assert plan_for(tmp_path, manifest).stages[0].fingerprint != before.fingerprint
+
+
 def test_editing_a_data_file_changes_the_fingerprint(tmp_path):
     data_file = tmp_path / "rows.jsonl"
     data_file.write_text('{"prompt": "Q: 1 +1\\nA:", "answer": "2"}\n')
