@@ -3,7 +3,9 @@
 Its second table is the forgetting table: one row per model the manifest evaluates (the base model
 and each stage an eval stage starts from), one column per eval set, pass@1 in each cell. When a
 chain evaluates each stage's model on the same sets, reading down a column shows what each stage
-gained on that set, and what a later stage lost (forgot) on sets it did not train on.
+gained on that set, and what a later stage lost (forgot) on sets it did not train on. A third table,
+for eval stages that draw several samples per problem, puts pass@k, majority vote and each verifier's
+best-of-n and weighted vote (a PRM's, say) side by side.
 """
 
 from __future__ import annotations
@@ -37,6 +39,25 @@ def forgetting_table(plan: Plan, ledger: Ledger) -> tuple[list[str], list[str], 
     return models, sets, cells
 
 
+def sampled_eval_table(plan: Plan, ledger: Ledger) -> list[str]:
+    """Markdown lines: one row per finished eval stage with several samples per problem, every overall metric."""
+    rows = []
+    for stage in plan.stages:
+        entry = ledger.entry(stage.name) or {}
+        metrics = entry.get("metrics") or {}
+        if stage.kind == "eval" and entry.get("state") == "done" and metrics.get("samples_per_item", 1) > 1:
+            rows.append((stage, metrics["overall"]))
+    if not rows:
+        return []
+    columns = list(dict.fromkeys(key for _, overall in rows for key in overall))
+    lines = ["", "## sampled evals: pass@k, majority vote, verifiers", "",
+             "| eval stage | model | eval set | " + " | ".join(columns) + " |", "|---|---|---|" + "---:|" * len(columns)]
+    for stage, overall in rows:
+        cells = " | ".join(f"{overall[key]:.3f}" if key in overall else "" for key in columns)
+        lines.append(f"| {stage.name} | {stage.upstream or 'base'} | {eval_set_label(stage.resolved['data'])} | {cells} |")
+    return lines
+
+
 def write_report(plan: Plan, ledger: Ledger) -> str:
     lines = [f"# gradus run: {plan.run_dir}", "", "| stage | kind | state | duration | key metric |", "|---|---|---|---:|---|"]
     for stage in plan.stages:
@@ -50,6 +71,7 @@ def write_report(plan: Plan, ledger: Ledger) -> str:
         lines += ["", "## pass@1 by model and eval set", "", "| model | " + " | ".join(sets) + " |", "|---|" + "---:|" * len(sets)]
         for model in models:
             lines.append(f"| {model} | " + " | ".join(f"{cells[(model, label)]:.3f}" if (model, label) in cells else "" for label in sets) + " |")
+    lines += sampled_eval_table(plan, ledger)
     text = "\n".join(lines) + "\n"
     (plan.run_dir / "report.md").write_text(text)
     return text
