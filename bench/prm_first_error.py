@@ -20,7 +20,6 @@ that would score best in hindsight, an optimistic baseline).
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import platform
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TQDM_DISABLE", "1")
 
+from bench.markdown import append_section  # noqa: E402
 from data_recipes.synthetic import SyntheticOptions, generate, step_goodness  # noqa: E402
 from stages.prm_label import PRMLabelArgs, policy_sampler, sample_solutions  # noqa: E402
 from stages.prm_steps import first_wrong, score_steps, step_metrics  # noqa: E402
@@ -122,19 +122,14 @@ def main() -> None:
     print("\n".join(table))
     print(timing)
     if options.append:
-        command = " ".join(["python", "bench/prm_first_error.py", *sys.argv[1:]])
-        section = [
-            "", f"## PRM on held-out solutions: first wrong step against the truth ({datetime.date.today().isoformat()})", "",
-            f"`{command}` (from the repository root, `.venv/bin/python`). {header}.", "", *table, "",
+        append_section(
+            options.append, "PRM on held-out solutions: first wrong step against the truth", "bench/prm_first_error.py",
+            header, table,
             "First error: over solutions with a wrong step, the share where the first step scored below 0.5 is exactly the "
             "first wrong one. Chance: one of the n steps or \"none\" picked uniformly (1/(n+1)). Best constant: always the same "
-            "step index, chosen in hindsight. All-correct acc: solutions with no wrong step scored >= 0.5 at every step.", "",
-            f"Time: {timing}.", "",
-        ]
-        with options.append.open("a") as handle:
-            handle.write("\n".join(section))
-        print(f"appended to {options.append}")
-
+            "step index, chosen in hindsight. All-correct acc: solutions with no wrong step scored >= 0.5 at every step.",
+            timing,
+        )
 
 if __name__ == "__main__":
     main()

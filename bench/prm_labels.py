@@ -3,7 +3,7 @@
 Run from the repository root:
     .venv/bin/python bench/prm_labels.py [--policy DIR] [--per-level 12] [--append BENCHMARKS.md]
 
-On the synthetic task every step's truth is known (`data_recipes.synthetic.step_errors`). A step is
+On the synthetic task every step's truth is known (`data_recipes.synthetic.step_goodness`). A step is
 *good* when no step up to and including it is wrong, and the final `\\boxed{}` step when, besides, its
 answer is the gold one: exactly what a prefix's Monte-Carlo value estimates ("can this prefix still
 reach the answer?"), and what both methods' hard labels claim.
@@ -32,7 +32,6 @@ is found exactly (solutions that have one), and rollouts spent.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import platform
 import subprocess
@@ -43,6 +42,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TQDM_DISABLE", "1")  # one progress bar per generate call is noise here
 
+from bench.markdown import append_section  # noqa: E402
 from data_recipes.synthetic import SyntheticOptions, generate, step_goodness  # noqa: E402
 from stages.prm_label import (  # noqa: E402
     LABELLERS,
@@ -198,21 +198,14 @@ def main() -> None:
     print(timing)
 
     if options.append:
-        command = " ".join(["python", "bench/prm_labels.py", *sys.argv[1:]])
-        section = [
-            "", f"## PRM step labels: full Monte-Carlo vs binary search ({datetime.date.today().isoformat()})", "",
-            f"`{command}` (from the repository root, `.venv/bin/python`). {header}.", "",
-            *table, "",
+        append_section(
+            options.append, "PRM step labels: full Monte-Carlo vs binary search", "bench/prm_labels.py", header, table,
             f"Rollouts are drawn once (k = {k_max} from every non-final prefix) and each row reads the first k of the prefixes "
-            "it visits, charged for what it reads. Truth: a step is good when no step through it is wrong (`step_errors`), "
+            "it visits, charged for what it reads. Truth: a step is good when no step through it is wrong (`step_goodness`), "
             "the boxed step when its answer is also right. \"good called bad\": share of truly good steps whose hard label is bad; "
-            "\"bad called good\": the reverse. Binary search labels a solution with a right answer all good, with no rollouts.", "",
-            f"Time: {timing}.", "",
-        ]
-        with options.append.open("a") as handle:
-            handle.write("\n".join(section))
-        print(f"appended to {options.append}")
-
+            "\"bad called good\": the reverse. Binary search labels a solution with a right answer all good, with no rollouts.",
+            timing,
+        )
 
 if __name__ == "__main__":
     main()
