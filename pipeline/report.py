@@ -24,7 +24,10 @@ def eval_set_label(data: dict[str, Any]) -> str:
 
 
 def forgetting_table(plan: Plan, ledger: Ledger) -> tuple[list[str], list[str], dict[tuple[str, str], float]]:
-    """(models in chain order, eval sets, pass@1 by (model, set)) over the eval stages that are done."""
+    """(models in chain order, eval sets, pass@1 by (model, set)) over the eval stages that are done.
+
+    When several eval stages score one model on one set, a one-sample (greedy, by default) eval fills the
+    cell over a sampled one (best-of-n at temperature 1, say), so the column compares like with like."""
     models: list[str] = []
     sets: list[str] = []
     cells: dict[tuple[str, str], float] = {}
@@ -35,7 +38,8 @@ def forgetting_table(plan: Plan, ledger: Ledger) -> tuple[list[str], list[str], 
         model, label = stage.upstream or "base", eval_set_label(stage.resolved["data"])
         models += [model] if model not in models else []
         sets += [label] if label not in sets else []
-        cells[(model, label)] = entry["metrics"]["accuracy"]
+        if entry["metrics"].get("samples_per_item", 1) == 1 or (model, label) not in cells:
+            cells[(model, label)] = entry["metrics"]["accuracy"]
     return models, sets, cells
 
 
