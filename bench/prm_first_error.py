@@ -39,6 +39,12 @@ REPO = Path(__file__).resolve().parents[1]
 LEVELS = [1, 2, 3, 4, 5, 6]
 
 
+def shown(path: Path) -> Path:
+    """A path as the reader would type it: relative to the repository when inside it."""
+    path = path.resolve()
+    return path.relative_to(REPO) if path.is_relative_to(REPO) else path
+
+
 def baselines(truth: list[list[bool]]) -> dict[str, float]:
     """First-error accuracy of guessing: uniformly among the steps and "none", and the best constant index."""
     firsts = [(first_wrong(goods), len(goods)) for goods in truth if not all(goods)]
@@ -114,7 +120,7 @@ def main() -> None:
     overall, guess = summary["all"]
     header = (
         f"{len(problems)} test problems (levels {LEVELS[0]}-{LEVELS[-1]}, {options.per_level} each) x {options.num_solutions} "
-        f"solutions from {policy_dir}, {overall['steps']} steps ({overall['wrong_steps']} not good); PRM {prm_dir}"
+        f"solutions from {shown(policy_dir)}, {overall['steps']} steps ({overall['wrong_steps']} not good); PRM {shown(prm_dir)}"
     )
     timing = (f"whole bench {time.time() - started:.0f} s; torch {torch.__version__}, {os.cpu_count()} CPU cores "
               f"({platform.machine()}), load average {os.getloadavg()[0]:.1f}")
