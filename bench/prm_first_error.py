@@ -45,6 +45,10 @@ def shown(path: Path) -> Path:
     return path.relative_to(REPO) if path.is_relative_to(REPO) else path
 
 
+def cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def baselines(truth: list[list[bool]]) -> dict[str, float]:
     """First-error accuracy of guessing: uniformly among the steps and "none", and the best constant index."""
     firsts = [(first_wrong(goods), len(goods)) for goods in truth if not all(goods)]
@@ -101,23 +105,19 @@ def main() -> None:
         "| solutions | n | with a wrong step | step AUC | first error: PRM | chance | best constant | all-correct acc |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    summary = {}
+    overall: dict = {}
     for name, members in groups.items():
         group_truth = [truth[index] for index in members]
         figures = step_metrics(group_truth, [scores[index] for index in members])
+        if name == "all":
+            overall = figures
         guess = baselines(group_truth) if figures["solutions_with_error"] else None
-        summary[name] = (figures, guess)
-
-        def cell(value: float | None) -> str:
-            return "-" if value is None else f"{value:.3f}"
-
         constant = "-" if guess is None else f"{guess['constant']:.3f} (step {guess['constant_index'] + 1})"
         table.append(
             f"| {name} | {len(members)} | {figures['solutions_with_error']} | {cell(figures['auc'])} "
             f"| {cell(figures['first_error_accuracy'])} | {cell(guess and guess['chance'])} | {constant} "
             f"| {cell(figures['all_correct_accuracy'])} |"
         )
-    overall, guess = summary["all"]
     header = (
         f"{len(problems)} test problems (levels {LEVELS[0]}-{LEVELS[-1]}, {options.per_level} each) x {options.num_solutions} "
         f"solutions from {shown(policy_dir)}, {overall['steps']} steps ({overall['wrong_steps']} not good); PRM {shown(prm_dir)}"
@@ -136,6 +136,7 @@ def main() -> None:
             "step index, chosen in hindsight. All-correct acc: solutions with no wrong step scored >= 0.5 at every step.",
             timing,
         )
+
 
 if __name__ == "__main__":
     main()

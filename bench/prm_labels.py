@@ -53,28 +53,13 @@ from stages.prm_label import (  # noqa: E402
     policy_sampler,
     sample_solutions,
 )
+from stages.prm_steps import auc  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART_POLICY = REPO / "runs" / "quickstart" / "sft" / "model"
 OWN_RUN_DIR = REPO / "runs" / "bench_prm_labels"
 LEVELS = [2, 3, 4, 5]
 KS = [2, 4, 8, 16]
-
-
-def auc(scores: list[float], positives: list[bool]) -> float:
-    """Area under the ROC curve: P(a good step scores above a bad one), ties counting half."""
-    ranked = sorted(zip(scores, positives))
-    rank_sum, index = 0.0, 0
-    while index < len(ranked):
-        end = index
-        while end < len(ranked) and ranked[end][0] == ranked[index][0]:
-            end += 1
-        mean_rank = (index + 1 + end) / 2  # ranks index+1 .. end share their mean
-        rank_sum += mean_rank * sum(positive for _, positive in ranked[index:end])
-        index = end
-    n_pos = sum(positives)
-    n_neg = len(positives) - n_pos
-    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg) if n_pos and n_neg else float("nan")
 
 
 def agreement(labelled: list[StepLabels], truth: list[list[bool]]) -> dict[str, float]:
@@ -87,7 +72,7 @@ def agreement(labelled: list[StepLabels], truth: list[list[bool]]) -> dict[str, 
         "good_called_bad": sum(t and not h for h, t in zip(hard, flat_truth)) / max(1, sum(flat_truth)),
         "bad_called_good": sum(h and not t for h, t in zip(hard, flat_truth)) / max(1, len(flat_truth) - sum(flat_truth)),
         "soft_accuracy": sum((s >= 0.5) == t for s, t in zip(soft, flat_truth)) / len(flat_truth),
-        "auc": auc(soft, flat_truth),
+        "auc": step_auc if (step_auc := auc(soft, flat_truth)) is not None else float("nan"),
         "first_error_exact": sum(labels.first_error == goods.index(False) for labels, goods in with_error) / max(1, len(with_error)),
         "rollouts": sum(labels.rollouts for labels in labelled),
     }

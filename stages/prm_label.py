@@ -67,7 +67,7 @@ from typing import Any, Literal
 
 from data_recipes.math_sets import last_boxed
 from stages import common
-from stages.prm_steps import split_steps
+from stages.prm_steps import prompt_text, split_steps
 
 log = logging.getLogger("gradus")
 
@@ -294,13 +294,6 @@ class PrefixRollouts:
         return outcomes
 
 
-def prompt_text(prompt: Any, tokenizer: Any) -> str:
-    """The text the model continues: the prompt itself, or a chat prompt rendered by the template."""
-    if isinstance(prompt, str):
-        return prompt
-    return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-
-
 def sample_solutions(
     problems: list[dict[str, Any]], sample: Sampler, score: Callable, args: PRMLabelArgs,
 ) -> tuple[list[Solution], list[dict[str, Any]], dict[str, int]]:
@@ -429,7 +422,7 @@ def run(stage: common.Stage) -> None:
         for number, shard in enumerate(todo, start=1):
             indices = range(shard * args.problems_per_shard, min((shard + 1) * args.problems_per_shard, num_problems))
             problems = [
-                {"prompt": prompt_text(row["prompt"], tokenizer), "answer": row["answer"], "level": row.get("level"), "problem_index": index}
+                {"prompt": prompt_text(tokenizer, row["prompt"]), "answer": row["answer"], "level": row.get("level"), "problem_index": index}
                 for index, row in zip(indices, dataset.select(indices))
             ]
             payload = label_shard(stage, shard, problems, sample, score, args, seed)
