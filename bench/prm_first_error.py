@@ -7,7 +7,7 @@ The policy (`<run-dir>/sft/model`) samples `--num-solutions` solutions (temperat
 synthetic task's *test* split, which no training stage saw; they are cut into steps by the stage's own
 splitter, and every step's truth comes from `data_recipes.synthetic.step_goodness` (good when no step up
 to it is wrong, and the boxed step when its answer is also right), not from rollouts. The PRM
-(`<run-dir>/prm/model`) scores every step with `prm_steps.score_steps`, the code the `prm` reward runs.
+(`<run-dir>/prm/model`) scores every step with `rewards.steps.score_steps`, the code the `prm` reward runs.
 
 Reported with `prm_steps.step_metrics` at the 0.5 threshold the stage uses: step AUC, first-error
 accuracy (over solutions with a wrong step, is the first step scored below 0.5 exactly the first wrong
@@ -33,7 +33,8 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 from bench.markdown import append_section  # noqa: E402
 from data_recipes.synthetic import SyntheticOptions, generate, step_goodness  # noqa: E402
 from stages.prm_label import PRMLabelArgs, policy_sampler, sample_solutions  # noqa: E402
-from stages.prm_steps import first_wrong, score_steps, step_metrics  # noqa: E402
+from rewards.steps import score_steps  # noqa: E402
+from stages.prm_steps import first_wrong, step_metrics  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 LEVELS = [1, 2, 3, 4, 5, 6]

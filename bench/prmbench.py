@@ -7,7 +7,7 @@ Run from the repository root:
 Every file of shared/data/prmbench/ is read with the `prmbench` recipe's rules (data_recipes/prm_formats.py:
 out-of-range error indices dropped, rows repeated across files kept once, each problem's original
 PRM800K solution added once as class "correct") and every solution is scored by
-`stages.prm_steps.score_steps`, exactly as the `prm` reward scores completions. The question
+`rewards.steps.score_steps`, exactly as the `prm` reward scores completions. The question
 (PRMBench's `modified_question`, or `original_question` for the originals) is the prompt, through
 `--template` (default: as it is).
 
@@ -39,7 +39,8 @@ if not __package__:  # run as a file: put the repository root first on the path
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from data_recipes.prm_formats import prmbench_files, prmbench_rows, read_jsonl  # noqa: E402
-from stages.prm_steps import score_steps, step_metrics  # noqa: E402
+from rewards.steps import score_steps  # noqa: E402
+from stages.prm_steps import step_metrics  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("GRADUS_SHARED_DATA", REPO.parent / "shared" / "data"))

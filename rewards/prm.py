@@ -3,7 +3,7 @@
 GRPO and DPO rank whole completions, so the PRM's per-step scores are aggregated into one scalar
 (the pragmatic path of ms-swift#3952; anchors.md §(f).3): the completion is split into steps on
 `separator`, each step is scored at its separator token exactly as the `prm` stage trained it
-(`stages.prm_steps.score_steps`), and the scores are combined by `aggregate`: `min` (default: a chain
+(`rewards.steps.score_steps`), and the scores are combined by `aggregate`: `min` (default: a chain
 is as good as its worst step), `mean`, `last` or `product`. Scores are probabilities in [0, 1].
 A completion with no step (empty or blank) scores 0.0. Every step is scored, including any written after
 a \\boxed{} answer (the `prm_label` stage's own split stops there, so such steps are unlike its training
@@ -24,7 +24,7 @@ import threading
 from typing import Any
 
 from rewards.completions import completion_text
-from stages.prm_steps import AGGREGATIONS, aggregate, score_steps, split_steps
+from rewards.steps import AGGREGATIONS, aggregate, score_steps, split_steps
 
 
 class ProcessReward:

@@ -4,7 +4,7 @@ TRL's `PRMTrainer` was removed upstream (trl#7133), so gradus owns this small tr
 spec (anchors.md §C.3) with one deliberate fix. The model is `AutoModelForTokenClassification` with
 `num_labels=1` loaded from a causal-LM checkpoint (the SFT stage's model, say), so the score head is
 new. Each row (`prompt`, `steps`, `labels`) is tokenized as TRL's `tokenize_row` did
-(`stages.prm_steps.tokenize_row`): the label of a step sits on the last token of `tok(step) +
+(`rewards.steps.tokenize_row`): the label of a step sits on the last token of `tok(step) +
 tok(separator)`, everything else is -100. The fix: TRL cast labels to int64, truncating Monte-Carlo
 labels such as 0.7 to 0; here the loss is binary cross-entropy with logits on the labelled positions
 with float targets, so a soft label is a soft target (`soft_labels: false` rounds them at 0.5 instead).
@@ -29,18 +29,9 @@ from typing import Any
 
 from transformers import TrainingArguments
 
+from rewards.steps import IGNORE_INDEX, prompt_text, separator_ids, step_probabilities, tokenize_row
 from stages import common
-from stages.prm_steps import (
-    IGNORE_INDEX,
-    auc,
-    hard,
-    prompt_text,
-    roc_curve,
-    separator_ids,
-    step_metrics,
-    step_probabilities,
-    tokenize_row,
-)
+from stages.prm_steps import auc, hard, roc_curve, step_metrics
 
 CURVES = ["loss", "eval_loss", "learning_rate"]
 
@@ -186,7 +177,7 @@ def held_out_scores(
     """P(right) at each labelled position of each held-out row, and the loss metrics of that pass.
 
     Read from `trainer.predict` (so it also works with the model sharded or replicated across processes)
-    at the positions that carry labels, in order: the same positions `prm_steps.score_steps` reads, as both
+    at the positions that carry labels, in order: the same positions `rewards.steps.score_steps` reads, as both
     come from `tokenize_row`. The labels that come back with the predictions are checked against the rows'
     own, a guard against pairing a prediction with another row's truth.
     """

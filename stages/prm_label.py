@@ -66,8 +66,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from data_recipes.math_sets import last_boxed
+from rewards.steps import prompt_text, split_steps
 from stages import common
-from stages.prm_steps import prompt_text, split_steps
 
 log = logging.getLogger("gradus")
 

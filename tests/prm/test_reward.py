@@ -10,7 +10,7 @@ import pytest
 
 import rewards
 from rewards.prm import ProcessReward
-from stages.prm_steps import aggregate, score_steps, split_steps
+from rewards.steps import aggregate, score_steps, split_steps
 
 PROMPTS = ["Q: 17 -2 +2\nA:", "Q: 5 +2\nA:", "Q: 9 *2 -1\nA:", "Q: 3 +3\nA:"]
 COMPLETIONS = [

@@ -7,16 +7,9 @@ import math
 
 import pytest
 
+from rewards.steps import IGNORE_INDEX, aggregate, score_steps, split_steps, tokenize_row
 from stages.models import build_tokenizer
-from stages.prm_steps import (
-    IGNORE_INDEX,
-    aggregate,
-    auc,
-    score_steps,
-    split_steps,
-    step_metrics,
-    tokenize_row,
-)
+from stages.prm_steps import auc, step_metrics
 from tests.prm.helpers import merging_tokenizer
 
 PROMPT = "Q: 17 -2 +2 *3\nA:"  # holds a "\n" itself: prompt tokens are never labelled

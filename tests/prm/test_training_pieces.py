@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rewards.steps import IGNORE_INDEX
 from stages.prm import PRMConfig, StepLabelCollator, held_out_split, step_bce_loss, truth_of
-from stages.prm_steps import IGNORE_INDEX
 
 
 def loss_at(logit: float, target: float) -> float:
