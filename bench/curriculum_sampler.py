@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stages.arguments import CurriculumArgs  # noqa: E402
-from stages.curriculum import CurriculumSampler, RepeatLayout  # noqa: E402
+from stages.curriculum.sampler import CurriculumSampler, RepeatLayout  # noqa: E402
 
 STRATEGIES = ["uniform", "ordered", "adaptive", "band", "bandit", "ucb"]
 # (prompts per generation batch, generations per prompt): the quickstart's 8 x 8 and a larger 64 x 8.

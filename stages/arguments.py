@@ -35,7 +35,7 @@ class EvalArgs:
 
 
 CURRICULUM_KINDS = ("grpo",)
-"""Stage kinds that take a `curriculum:` block (the sampler in stages/curriculum.py could also serve dpo's
+"""Stage kinds that take a `curriculum:` block (the sampler in stages/curriculum/ could also serve dpo's
 on-policy prompt choice and a static order for sft; neither is wired yet)."""
 
 # The options each strategy reads beyond the shared ones; setting another strategy's option is an error,
@@ -61,7 +61,7 @@ class CurriculumArgs(BaseModel):
     bins for a numeric column with more distinct values). Every generation batch updates each prompt's
     pass rate and its bucket's statistics from the scores of `signal_reward`; the strategy turns them
     into the next batch's bucket shares. The strategies, their papers and where gradus deviates are
-    documented in stages/curriculum.py.
+    documented in stages/curriculum/__init__.py.
     """
 
     model_config = ConfigDict(extra="forbid")

@@ -7,7 +7,7 @@ killing the run, and their `weight`s become `GRPOConfig.reward_weights` unless `
 TRL itself logs each reward's mean (`rewards/<name>/mean`) and the fraction of groups whose rewards
 all tie (`frac_reward_zero_std`: no learning signal); both land in the metrics and the PNG.
 
-A `curriculum:` block swaps TRL's prompt sampler for the curriculum's (stages/curriculum.py): the
+A `curriculum:` block swaps TRL's prompt sampler for the curriculum's (stages/curriculum/): the
 trainer draws prompts from it, the signal reward reports its scores to it, and a callback keeps its
 state in every checkpoint and writes curriculum.csv / curriculum.png; the final bucket shares land
 in the metrics under `curriculum`.
@@ -37,7 +37,7 @@ def run(stage: common.Stage) -> None:
     train_dataset = common.load_training_data(stage)
     trainer_class, trainer_rewards, callbacks, curriculum = GRPOTrainer, reward_functions, [], None
     if stage.curriculum is not None:
-        from stages.curriculum import GRPOCurriculum
+        from stages.curriculum.trl_wiring import GRPOCurriculum
 
         curriculum = GRPOCurriculum.build(stage.curriculum, args, train_dataset, reward_functions, stage.stage_dir)
         trainer_class = curriculum.trainer_class(GRPOTrainer)

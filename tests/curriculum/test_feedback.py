@@ -9,7 +9,8 @@ import datasets
 import numpy as np
 
 from stages.arguments import CurriculumArgs
-from stages.curriculum import AsyncScoreFeedback, CurriculumSampler, GRPOCurriculum, RepeatLayout, ScoreFeedback
+from stages.curriculum.sampler import CurriculumSampler, RepeatLayout
+from stages.curriculum.trl_wiring import AsyncScoreFeedback, GRPOCurriculum, ScoreFeedback
 
 LEVELS = [1, 1, 2, 2]
 
@@ -27,11 +28,11 @@ def test_scores_pass_through_and_training_batches_reach_the_sampler_and_the_log(
     batch = {"prompts": ["a"] * 4, "completions": ["x"] * 4, "level": [1, 1, 2, 2], "log_metric": logged.__setitem__}
     assert feedback(**batch, curriculum_index=[0, 0, 2, 2]) == [1.0, 0.0, None, 1.0]
     assert feedback.__name__ == "half_right"
-    assert feedback.sampler.prompt_pass_rate[[0, 2]].tolist() == [0.5, 1.0] and feedback.sampler.generations_recorded == 1
+    assert feedback.sampler.evidence.prompt_pass_rate[[0, 2]].tolist() == [0.5, 1.0] and feedback.sampler.evidence.generations_recorded == 1
     assert logged["curriculum/pass_rate/level=1"] == 0.5 and "curriculum/share/level=2" in logged
 
     feedback(**batch)  # an eval batch: no curriculum_index column, so nothing is recorded
-    assert feedback.sampler.generations_recorded == 1
+    assert feedback.sampler.evidence.generations_recorded == 1
 
 
 def test_an_async_signal_reward_stays_async():
@@ -41,7 +42,7 @@ def test_an_async_signal_reward_stays_async():
     feedback = AsyncScoreFeedback(async_half_right, sampler())
     scores = asyncio.run(feedback(prompts=["a"] * 4, completions=["x"] * 4, curriculum_index=[1, 1, 3, 3]))
     assert scores == [1.0, 0.0, None, 1.0]
-    assert np.isnan(feedback.sampler.prompt_pass_rate[0]) and feedback.sampler.prompt_pass_rate[1] == 0.5
+    assert np.isnan(feedback.sampler.evidence.prompt_pass_rate[0]) and feedback.sampler.evidence.prompt_pass_rate[1] == 0.5
 
 
 def test_grpo_wiring_wraps_only_the_signal_reward_and_indexes_the_data(tmp_path):
@@ -57,4 +58,4 @@ def test_grpo_wiring_wraps_only_the_signal_reward_and_indexes_the_data(tmp_path)
     curriculum = GRPOCurriculum.build({"signal_reward": "other"}, grpo_args, data, [half_right, other], stage_dir=tmp_path)
     assert [type(reward).__name__ for reward in curriculum.rewards] == ["function", "ScoreFeedback"]
     assert curriculum.train_dataset["curriculum_index"] == list(range(8))
-    assert curriculum.sampler.layout == RepeatLayout(2, 2, 1) and curriculum.sampler.planned_generations == 10
+    assert curriculum.sampler.layout == RepeatLayout(2, 2, 1) and curriculum.sampler.evidence.planned_generations == 10

@@ -10,7 +10,8 @@ import pytest
 from trl.trainer.utils import RepeatSampler
 
 from stages.arguments import CurriculumArgs
-from stages.curriculum import Buckets, CurriculumSampler, RepeatLayout
+from stages.curriculum.sampler import CurriculumSampler, RepeatLayout
+from stages.curriculum.strategies import Buckets
 
 STRATEGIES = ["uniform", "ordered", "adaptive", "band", "bandit", "ucb"]
 LEVELS = np.repeat(np.arange(1, 7), 50)  # 300 prompts, 50 per level
@@ -106,7 +107,7 @@ def test_bandit_shares_move_toward_the_bucket_with_the_largest_advantage():
     assert np.allclose(sampler.bucket_share, 1 / 6)
     chunks = run(sampler, 150, planted)
     assert sampler.bucket_share.argmax() == 3 and sampler.bucket_share[3] > 0.5
-    assert sampler.bucket_value.argmax() == 3
+    assert sampler.evidence.bucket_value.argmax() == 3
     late = np.concatenate(chunks[-50:])
     assert (LEVELS[late] == 4).mean() > 0.4  # the draws follow the shares
 
@@ -116,7 +117,7 @@ def test_ucb_prefers_the_high_advantage_bucket_yet_keeps_exploring():
     sampler = sampler_for("ucb", min_share=0.0)
     run(sampler, 150, planted)
     assert sampler.bucket_share.argmax() == 3
-    assert (sampler.bucket_completions > 0).all()  # the exploration bonus visited every bucket
+    assert (sampler.evidence.bucket_completions > 0).all()  # the exploration bonus visited every bucket
 
 
 def test_minimum_share_is_a_floor_for_every_bucket():
@@ -134,7 +135,7 @@ def test_band_retires_mastered_prompts_and_revisits_unsolved_ones_rarely():
     planted = by_level({1: 1.0, 2: 1.0, 3: 0.5, 4: 0.5, 5: 0.0, 6: 0.0})
     sampler = sampler_for("band", min_share=0.0, revisit_probability=0.05, repeat_window=1)
     retired_by: list[set[int]] = []  # prompts retired once generation g was recorded
-    chunks = run(sampler, 200, planted, after_record=lambda: retired_by.append(set(np.flatnonzero(sampler.prompt_pass_rate >= 1.0).tolist())))
+    chunks = run(sampler, 200, planted, after_record=lambda: retired_by.append(set(np.flatnonzero(sampler.evidence.prompt_pass_rate >= 1.0).tolist())))
     assert len(retired_by[-1]) > 50 and set(LEVELS[list(retired_by[-1])]) <= {1, 2, 3, 4}
     for generation in range(1, 200):
         assert not retired_by[generation - 1] & set(chunks[generation].tolist())  # a retired prompt is never drawn again
@@ -185,10 +186,10 @@ def test_record_ignores_unscored_completions_and_uses_unnormalised_advantages():
     sampler = sampler_for("bandit", learning_rate=1.0)
     prompts = np.repeat([0, 60], 4)  # level 1 and level 2, four completions each
     sampler.record(prompts, [1, 0, np.nan, 1, 1, 1, 1, 1])
-    assert sampler.prompt_pass_rate[0] == pytest.approx(2 / 3) and sampler.prompt_pass_rate[60] == 1.0
-    assert sampler.bucket_value[0] == pytest.approx(4 / 9)  # |1-2/3|, |0-2/3|, |1-2/3| averaged
-    assert sampler.bucket_value[1] == 0.0 and np.isnan(sampler.bucket_pass_rate[2])
-    assert sampler.bucket_completions[:2].tolist() == [3, 4]
+    assert sampler.evidence.prompt_pass_rate[0] == pytest.approx(2 / 3) and sampler.evidence.prompt_pass_rate[60] == 1.0
+    assert sampler.evidence.bucket_value[0] == pytest.approx(4 / 9)  # |1-2/3|, |0-2/3|, |1-2/3| averaged
+    assert sampler.evidence.bucket_value[1] == 0.0 and np.isnan(sampler.evidence.bucket_pass_rate[2])
+    assert sampler.evidence.bucket_completions[:2].tolist() == [3, 4]
 
 
 # --- determinism -------------------------------------------------------------------------------------------

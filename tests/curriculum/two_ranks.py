@@ -23,7 +23,8 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from stages.arguments import CurriculumArgs  # noqa: E402
-from stages.curriculum import CurriculumSampler, RepeatLayout, ScoreFeedback  # noqa: E402
+from stages.curriculum.sampler import CurriculumSampler, RepeatLayout  # noqa: E402
+from stages.curriculum.trl_wiring import ScoreFeedback  # noqa: E402
 
 LEVELS = np.repeat(np.arange(1, 7), 40)
 PASS_RATE = np.array([0, 1.0, 0.95, 0.5, 0.45, 0.05, 0.0])
@@ -67,7 +68,7 @@ def main() -> None:
             if generation == GENERATIONS:
                 break
     views = [None] * process.num_processes
-    dist.all_gather_object(views, {"digest": digest(sampler), "batches": local_batches, "completions": float(sampler.bucket_completions.sum()),
+    dist.all_gather_object(views, {"digest": digest(sampler), "batches": local_batches, "completions": float(sampler.evidence.bucket_completions.sum()),
                                    "share": sampler.bucket_share.tolist()})
     if process.is_main_process:
         out.write_text(json.dumps({"views": views, "per_rank": per_rank}))

@@ -1,0 +1,53 @@
+"""Adaptive-difficulty curriculum: one sampler that decides which prompts a GRPO stage trains on next.
+
+Three modules, by what they depend on:
+
+* `strategies.py` (numpy only): buckets, the evidence, the strategies;
+* `sampler.py` (+ torch): the index stream in TRL's contract, with exact resume;
+* `trl_wiring.py` (+ TRL, transformers): the trainer override, the reward feedback, the checkpoint
+  callback; every coupling to a private TRL or transformers detail lives there.
+
+What it is made of, in the order the data flows:
+
+* **Buckets.** Prompts are grouped by a difficulty column (`level` 1..6 on the synthetic task): one
+  bucket per value, quantile bins for a numeric column with many values, or one bucket per category.
+* **Evidence.** Every GRPO group is `num_generations` completions of one prompt, so each generation
+  batch measures, for free, each drawn prompt's pass rate and its group's mean absolute advantage
+  |r - mean(r_group)|. `Evidence.record` keeps each prompt's latest pass rate and, per bucket,
+  moving averages (step size `learning_rate`) of pass rate and mean |advantage|.
+* **Strategies** turn the evidence into the next generation batch's bucket shares:
+
+  | strategy   | source                                   | what gradus does, and where it deviates |
+  |------------|------------------------------------------|------------------------------------------|
+  | `uniform`  | TRL `RepeatSampler(shuffle=True)`        | the same index stream as TRL (one torch permutation per epoch from `seed`); the control |
+  | `ordered`  | Platanios et al. 2019, "Competence-based Curriculum Learning for NMT": c(t) = min(1, sqrt(t (1 - c0^2) / T + c0^2)) | draws uniformly from the easiest c(t) of the data by the column; buckets, not single prompts, are the unit |
+  | `adaptive` | ADCL (Learning Like Humans, 2025): re-estimate the difficulty of upcoming data periodically | the same pacing, but every `reestimate_every` batches the buckets are re-ranked by their *online* pass rate instead of re-sampling upcoming prompts with the current model |
+  | `band`     | learnability filtering (open-r1 0.2-0.8 band; open-instruct `no_resampling_pass_rate`) | per-prompt weights: 1 inside the band, `revisit_probability` outside it, 0 once retired; unseen prompts take their bucket's pass rate |
+  | `bandit`   | SEC (Self-Evolving Curriculum, 2025): arms = buckets, reward = mean absolute advantage, Q <- Q + alpha (r - Q) (TD(0)), Boltzmann P(b) ~ exp(Q_b / tau) | advantages are unnormalised (r - group mean), so for 0/1 rewards E|A| = 2p(1-p), largest at p = 1/2 |
+  | `ucb`      | DUMP (2025): UCB_b = mean|A|_b + c sqrt(2 ln N / (n_b + 1)), softmax with temperature | mean|A|_b is SEC's moving average instead of DUMP's window of the last 300 advantages |
+
+* **Safeguards** (all but `uniform`): every bucket with drawable prompts keeps at least `min_share`
+  (p <- min_share + (1 - k min_share) p over the k available buckets), and a prompt is drawn at most
+  once in any `repeat_window` consecutive generation batches. A bucket that cannot supply its count
+  (everything cooling down or retired) hands the shortfall to the others.
+
+Distribution: every rank builds the same sampler from the same seed and data, and draws from its own
+`numpy` generator only; statistics change only through `record`, which the reward wrapper
+(`ScoreFeedback`) calls on every rank with the scores gathered from all ranks, in rank order. So all
+ranks hold identical state and yield identical indices.
+
+Resumption: the state (numpy RNG, every statistic, the draw position, and the chunks already drawn but
+not yet trained on) is written into each checkpoint as `curriculum_state.npz`, before HF writes its
+`trainer_state.json`, and restored when training resumes, before the dataloader is iterated. HF then
+skips the batches the checkpoint already trained on by iterating the sampler; the restored sampler
+knows exactly which (it computes the skip the way the Trainer does) and yields placeholders for them
+without touching its state, replays the recorded chunks, then draws on from the restored RNG. So a
+resumed run yields the same indices as an uninterrupted one. (When a checkpoint falls inside a
+generation batch, possible only with steps_per_generation or num_iterations above the defaults, TRL
+itself regenerates that batch on resume, and the curriculum records the regenerated scores.)
+
+Reuse: nothing here is GRPO-specific except `GRPOCurriculum`. DPO's on-policy rounds can draw prompts
+from a `CurriculumSampler` with `RepeatLayout(1, prompts_per_round, 1)` and `record` the scores of the
+pairs it samples; SFT can take `strategy: ordered` (easy-to-hard pacing, which needs no scores) with the
+default layout.
+"""

@@ -1,0 +1,62 @@
+"""What `stages/curriculum/trl_wiring.py` relies on inside TRL and transformers, pinned to the installed TRL.
+
+Each assertion is one coupling the wiring module names in its docstring. When TRL is upgraded this file
+fails first and says which coupling to re-check; then move `CHECKED_WITH` to the new version.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import trl
+from trl import GRPOConfig, GRPOTrainer
+from trl.trainer.utils import RepeatSampler
+
+from stages.curriculum.trl_wiring import grpo_layout, trainer_resume_position
+
+CHECKED_WITH = "1.16.0"
+
+
+def test_the_couplings_were_checked_against_the_installed_trl():
+    assert trl.__version__ == CHECKED_WITH, (
+        f"trl {trl.__version__} is installed; stages/curriculum/trl_wiring.py was checked against {CHECKED_WITH}: "
+        "re-check every coupling listed in its docstring, then update CHECKED_WITH"
+    )
+
+
+def test_grpo_trainer_builds_its_sampler_in_the_overridden_method_as_grpo_layout_says():
+    method = GRPOTrainer._get_train_sampler
+    assert list(inspect.signature(method).parameters) == ["self", "dataset"]
+    source = inspect.getsource(method)
+    assert "RepeatSampler(" in source
+    for argument in ("mini_repeat_count=self.num_generations", "batch_size=self.args.generation_batch_size // self.num_generations",
+                     "repeat_count=self.num_iterations * self.args.steps_per_generation"):
+        assert argument in source, argument
+    args = GRPOConfig(output_dir="unused", use_cpu=True, bf16=False, per_device_train_batch_size=4, num_generations=4,
+                      gradient_accumulation_steps=3, num_iterations=2)
+    layout = grpo_layout(args)
+    assert (layout.num_generations, layout.prompts_per_generation, layout.repeat_count) == (4, 3, 6)
+    assert "repeat_count" in inspect.signature(RepeatSampler).parameters
+
+
+def test_reward_functions_receive_log_metric_and_dataset_columns():
+    source = inspect.getsource(GRPOTrainer)
+    assert 'reward_kwargs["log_metric"] = self._log_metric' in source
+
+
+@pytest.mark.parametrize("batches_per_epoch, accumulation, step, expected", [(10, 2, 7, (1, 4)), (9, 2, 5, (1, 0)), (4, 4, 3, (3, 0))])
+def test_resume_position_matches_hf_trainers_update_arithmetic(batches_per_epoch, accumulation, step, expected):
+    from transformers import Trainer
+
+    # HF counts updates per epoch as ceil(batches / accumulation) and skips the rest of the epoch's batches.
+    assert "num_update_steps_per_epoch" in inspect.getsource(Trainer)
+    assert trainer_resume_position(step, batches_per_epoch, accumulation) == expected
+
+
+def test_checkpoints_are_written_where_the_callback_looks():
+    from transformers.trainer import Trainer
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    assert PREFIX_CHECKPOINT_DIR == "checkpoint"
+    assert 'f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"' in inspect.getsource(Trainer._save_checkpoint)
