@@ -27,7 +27,9 @@ API:
   required_columns(reward_fn) -> the dataset columns it needs
   check(name, options, columns) -> None, or RewardSpecError (plan time: cheap, imports no torch)
   build(name, options) -> a GuardedReward: bad rows score None and are counted in `.errors`;
-      RewardError when a whole batch fails
+      RewardError when a whole batch fails; `.metrics()` is what a stage reports for it
+  RewardWrapper, is_async -> the building block for a wrapper around a reward that must stay sync for
+      a sync reward and async for an async one (`rewards.wrapping`)
 """
 
 from rewards.registry import (
@@ -39,5 +41,8 @@ from rewards.registry import (
     required_columns,
     resolve,
 )
+from rewards.wrapping import RewardWrapper, is_async
 
-__all__ = ["GuardedReward", "RewardError", "RewardSpecError", "build", "check", "required_columns", "resolve"]
+__all__ = [
+    "GuardedReward", "RewardError", "RewardSpecError", "RewardWrapper", "build", "check", "is_async", "required_columns", "resolve",
+]

@@ -3,7 +3,6 @@
 The public functions are re-exported by `rewards` (see its docstring for the contract).
 """
 
-import difflib
 import importlib
 import inspect
 import logging
@@ -12,9 +11,11 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
+from data_recipes import suggest
 from rewards.math_accuracy import MathAccuracy
 from rewards.prm import ProcessReward
 from rewards.shaping import AnswerFormat, OverlongPenalty, RepetitionPenalty
+from rewards.wrapping import RewardWrapper, Script
 
 logger = logging.getLogger(__name__)
 
@@ -107,37 +108,41 @@ def build(name: str, options: Mapping[str, Any]) -> Callable:
         reward_fn = target
     else:
         reward_fn = _make(name, target, options)
-    guard = AsyncGuardedReward if _is_async(reward_fn) else GuardedReward
-    return guard(name, reward_fn)
+    return GuardedReward(reward_fn, name)
 
 
-class GuardedReward:
+class GuardedReward(RewardWrapper):
     """A reward function that survives bad rows, so one odd completion cannot stop a training run.
 
     If the batch call raises (or returns something other than one number or None per completion), the
     batch is scored again row by row; a row that still fails scores None (TRL then ignores it for this
     reward), is counted in `errors`, and is logged with its completion, once per distinct error. A batch
     in which every row fails raises RewardError: then the reward itself is broken.
-    `__name__` is the manifest name, which TRL uses in its logs (rewards/<name>/mean); `__wrapped__` lets
-    `inspect.signature`, and so `required_columns`, see the wrapped function's parameters.
+    `__name__` is the manifest name, which TRL uses in its logs (rewards/<name>/mean). Built on
+    `RewardWrapper`, so it is async (awaited by TRL with the other async rewards) exactly when the
+    wrapped reward is.
     """
 
-    def __init__(self, name: str, reward_fn: Callable) -> None:
-        self.__name__ = name
-        self.__wrapped__ = reward_fn
-        self.reward_fn = reward_fn
+    def __init__(self, reward_fn: Callable, name: str) -> None:
+        super().__init__(reward_fn, name)
         self.errors = 0
         self._logged: set[tuple[str, str, str]] = set()
 
-    def __call__(self, prompts: list, completions: list, **columns: Any) -> list[float | None]:
+    def metrics(self) -> dict[str, Any]:
+        """What a stage puts in its metrics for this reward: `errors`, plus the wrapped reward's own
+        `metrics()` if it has one."""
+        own = getattr(self.reward_fn, "metrics", None)
+        return {"errors": self.errors, **(own() if callable(own) else {})}
+
+    def script(self, prompts: list, completions: list, **columns: Any) -> Script:
         try:
-            return _as_rewards(self.reward_fn(prompts=prompts, completions=completions, **columns), len(completions))
+            return _as_rewards((yield {"prompts": prompts, "completions": completions, **columns}), len(completions))
         except Exception as batch_error:
             self._log_once("batch", batch_error, f"raised on a batch of {len(completions)} ({_describe(batch_error)}); scoring row by row")
         outcomes: list[float | None | Exception] = []
         for row in _rows(prompts, completions, columns):
             try:
-                outcomes.append(_as_rewards(self.reward_fn(**row), 1)[0])
+                outcomes.append(_as_rewards((yield row), 1)[0])
             except Exception as row_error:
                 outcomes.append(row_error)
         return self._settle(outcomes, completions)
@@ -160,23 +165,6 @@ class GuardedReward:
         if key not in self._logged:
             self._logged.add(key)
             logger.warning("reward %r %s [each distinct error is logged once]", self.__name__, message)
-
-
-class AsyncGuardedReward(GuardedReward):
-    """`GuardedReward` for an `async def` reward function: TRL awaits those concurrently with each other."""
-
-    async def __call__(self, prompts: list, completions: list, **columns: Any) -> list[float | None]:
-        try:
-            return _as_rewards(await self.reward_fn(prompts=prompts, completions=completions, **columns), len(completions))
-        except Exception as batch_error:
-            self._log_once("batch", batch_error, f"raised on a batch of {len(completions)} ({_describe(batch_error)}); scoring row by row")
-        outcomes: list[float | None | Exception] = []
-        for row in _rows(prompts, completions, columns):
-            try:
-                outcomes.append(_as_rewards(await self.reward_fn(**row), 1)[0])
-            except Exception as row_error:
-                outcomes.append(row_error)
-        return self._settle(outcomes, completions)
 
 
 def _rows(prompts: list, completions: list, columns: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
@@ -231,9 +219,7 @@ def _import_path(path: str) -> Callable:
     for attribute in attribute_path.split("."):
         if not hasattr(target, attribute):
             public = [candidate for candidate in dir(target) if not candidate.startswith("_")]
-            close = difflib.get_close_matches(attribute, public, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise RewardSpecError(f"reward {path!r}: {owner!r} has no attribute {attribute!r}{hint}")
+            raise RewardSpecError(f"reward {path!r}: {owner!r} has no attribute {attribute!r}{suggest(attribute, public)}")
         target, owner = getattr(target, attribute), f"{owner}.{attribute}"
     if not callable(target):
         raise RewardSpecError(f"reward {path!r} is a {type(target).__name__}, not a function or class")
@@ -253,8 +239,7 @@ def _unknown_name_message(name: str) -> str:
         module_name, _, function_name = name.rpartition(".")
         hint = f" (did you mean {module_name + ':' + function_name!r}?)"
     else:
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = suggest(name, known)
     return f"unknown reward {name!r}{hint}; known: {', '.join(known)}; a plugin is named 'package.module:function'"
 
 
@@ -285,10 +270,6 @@ def _is_reward_function(target: Callable) -> bool:
     return "completions" in _signature(target).parameters
 
 
-def _is_async(reward_fn: Callable) -> bool:
-    return inspect.iscoroutinefunction(reward_fn) or inspect.iscoroutinefunction(getattr(reward_fn, "__call__", None))
-
-
 def _reject_options(name: str, options: Mapping[str, Any]) -> None:
     if options:
         raise RewardSpecError(
@@ -303,9 +284,7 @@ def _check_options(name: str, factory: Callable, options: Mapping[str, Any]) -> 
     takes_any = any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters)
     for option in options:
         if option not in named and not takes_any:
-            close = difflib.get_close_matches(option, named, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise RewardSpecError(f"reward {name!r} has no option {option!r}{hint}; its options: {', '.join(named) or 'none'}")
+            raise RewardSpecError(f"reward {name!r} has no option {option!r}{suggest(option, named)}; its options: {', '.join(named) or 'none'}")
     for parameter in parameters:
         if parameter.name in named and parameter.default is parameter.empty and parameter.name not in options:
             raise RewardSpecError(f"reward {name!r} needs option {parameter.name!r}; its options: {', '.join(named)}")
