@@ -20,7 +20,6 @@ there is no lag; dataloader workers add `num_workers x prefetch_factor` batches.
 from __future__ import annotations
 
 import csv
-import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import numpy as np
 from accelerate.utils import gather_object
 from transformers import TrainerCallback
 
+from rewards.wrapping import RewardWrapper, Script
 from stages.arguments import CURRICULUM_INDEX_COLUMN, CurriculumArgs
 from stages.curriculum.sampler import CurriculumSampler, RepeatLayout
 
@@ -58,26 +58,25 @@ def trainer_resume_position(global_step: int, batches_per_epoch: int, gradient_a
     return global_step // updates_per_epoch, (global_step % updates_per_epoch) * gradient_accumulation_steps
 
 
-class ScoreFeedback:
+class ScoreFeedback(RewardWrapper):
     """The curriculum's signal reward: scores exactly as the wrapped reward does, then reports them.
 
     TRL calls it on every rank with that rank's rows. On training batches (those carry the
     `curriculum_index` column; eval batches don't) it all-gathers (prompt index, score) from every rank
     with `accelerate.utils.gather_object`, so every rank's sampler records the same batch in the same
     order, and hands the sampler's shares and pass rates to TRL's `log_metric` (logged per step as
-    `curriculum/share/<bucket>`, `curriculum/pass_rate/<bucket>`). `__name__` is the wrapped reward's,
-    so TRL still logs it as `rewards/<name>/mean`.
+    `curriculum/share/<bucket>`, `curriculum/pass_rate/<bucket>`). Built on `RewardWrapper`, so it is
+    async exactly when the wrapped reward is, and TRL still logs it by the wrapped reward's name
+    (`rewards/<name>/mean`).
     """
 
     def __init__(self, reward_fn: Callable[..., list[float | None]], sampler: CurriculumSampler) -> None:
-        self.__name__ = reward_fn.__name__
-        self.__wrapped__ = reward_fn
-        self.reward_fn = reward_fn
+        super().__init__(reward_fn)
         self.sampler = sampler
 
-    def __call__(self, prompts: list, completions: list, **columns: Any) -> list[float | None]:
+    def script(self, prompts: list, completions: list, **columns: Any) -> Script:
         prompt_indices = columns.pop(CURRICULUM_INDEX_COLUMN, None)
-        scores = self.reward_fn(prompts=prompts, completions=completions, **columns)
+        scores = yield {"prompts": prompts, "completions": completions, **columns}
         self.report(prompt_indices, scores, columns.get("log_metric"))
         return scores
 
@@ -89,16 +88,6 @@ class ScoreFeedback:
         if log_metric is not None:
             for name, value in self.sampler.log_values().items():
                 log_metric(name, value)
-
-
-class AsyncScoreFeedback(ScoreFeedback):
-    """`ScoreFeedback` for an `async def` reward: TRL awaits those on its event loop."""
-
-    async def __call__(self, prompts: list, completions: list, **columns: Any) -> list[float | None]:
-        prompt_indices = columns.pop(CURRICULUM_INDEX_COLUMN, None)
-        scores = await self.reward_fn(prompts=prompts, completions=completions, **columns)
-        self.report(prompt_indices, scores, columns.get("log_metric"))
-        return scores
 
 
 class CurriculumCallback(TrainerCallback):
@@ -234,8 +223,7 @@ class GRPOCurriculum:
             planned_generations=planned,
             lookahead_batches=grpo_args.gradient_accumulation_steps + 1 + workers * (grpo_args.dataloader_prefetch_factor or 2),
         )
-        wrap = AsyncScoreFeedback if _is_async(rewards[names.index(signal)]) else ScoreFeedback
-        wrapped = [wrap(reward, sampler) if reward.__name__ == signal else reward for reward in rewards]
+        wrapped = [ScoreFeedback(reward, sampler) if reward.__name__ == signal else reward for reward in rewards]
         indexed = train_dataset.add_column(CURRICULUM_INDEX_COLUMN, np.arange(len(train_dataset)))
         return cls(sampler, indexed, wrapped, CurriculumCallback(sampler, stage_dir))
 
@@ -262,7 +250,3 @@ class GRPOCurriculum:
             "final_pass_rate": {row["bucket"]: None if math.isnan(row["pass_rate"]) else round(row["pass_rate"], 4) for row in rows},
             "draws": {row["bucket"]: row["draws"] for row in rows},
         }
-
-
-def _is_async(reward_fn: Callable) -> bool:
-    return inspect.iscoroutinefunction(reward_fn) or inspect.iscoroutinefunction(getattr(reward_fn, "__call__", None))

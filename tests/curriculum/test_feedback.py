@@ -10,7 +10,8 @@ import numpy as np
 
 from stages.arguments import CurriculumArgs
 from stages.curriculum.sampler import CurriculumSampler, RepeatLayout
-from stages.curriculum.trl_wiring import AsyncScoreFeedback, GRPOCurriculum, ScoreFeedback
+from rewards.wrapping import is_async
+from stages.curriculum.trl_wiring import GRPOCurriculum, ScoreFeedback
 
 LEVELS = [1, 1, 2, 2]
 
@@ -39,7 +40,8 @@ def test_an_async_signal_reward_stays_async():
     async def async_half_right(prompts: list, completions: list, **columns: object) -> list[float | None]:
         return half_right(prompts, completions)
 
-    feedback = AsyncScoreFeedback(async_half_right, sampler())
+    feedback = ScoreFeedback(async_half_right, sampler())
+    assert is_async(feedback) and not is_async(ScoreFeedback(half_right, sampler()))
     scores = asyncio.run(feedback(prompts=["a"] * 4, completions=["x"] * 4, curriculum_index=[1, 1, 3, 3]))
     assert scores == [1.0, 0.0, None, 1.0]
     assert np.isnan(feedback.sampler.evidence.prompt_pass_rate[0]) and feedback.sampler.evidence.prompt_pass_rate[1] == 0.5
