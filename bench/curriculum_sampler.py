@@ -6,7 +6,7 @@ scores. No model, no trainer: the figure is the sampler's overhead on top of wha
 Scores are Bernoulli draws from a pass rate that falls with the level, so the adaptive strategies
 really adapt while they are timed.
 
-    python bench/curriculum_sampler.py [--prompts 1000000] [--steps 2000]
+    python -m bench.curriculum_sampler [--prompts 1000000] [--steps 2000]
 
 Prints, per strategy and batch shape, the mean CPU time of this thread per step (immune to other
 processes competing for the cores), the wall-clock median and 99th percentile (which include any
@@ -17,16 +17,12 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from stages.arguments import CurriculumArgs  # noqa: E402
-from stages.curriculum.sampler import CurriculumSampler, RepeatLayout  # noqa: E402
+from stages.arguments import CurriculumArgs
+from stages.curriculum.sampler import CurriculumSampler, RepeatLayout
 
 STRATEGIES = ["uniform", "ordered", "adaptive", "band", "bandit", "ucb"]
 # (prompts per generation batch, generations per prompt): the quickstart's 8 x 8 and a larger 64 x 8.

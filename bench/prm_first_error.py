@@ -1,7 +1,7 @@
 """A trained PRM against the truth: does it find the first wrong step of held-out synthetic solutions?
 
 Run from the repository root after `gradus run examples/prm.yaml`:
-    .venv/bin/python bench/prm_first_error.py [--run-dir runs/prm] [--per-level 50] [--append BENCHMARKS.md]
+    python -m bench.prm_first_error [--run-dir runs/prm] [--per-level 50] [--append BENCHMARKS.md]
 
 The policy (`<run-dir>/sft/model`) samples `--num-solutions` solutions (temperature 1) to problems of the
 synthetic task's *test* split, which no training stage saw; they are cut into steps by the stage's own
@@ -27,14 +27,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-from bench.markdown import append_section  # noqa: E402
-from data_recipes.synthetic import SyntheticOptions, generate, step_goodness  # noqa: E402
-from stages.prm_label import PRMLabelArgs, policy_sampler, sample_solutions  # noqa: E402
-from rewards.steps import score_steps  # noqa: E402
-from stages.prm_steps import first_wrong, step_metrics  # noqa: E402
+from bench.markdown import append_section
+from data_recipes.synthetic import SyntheticOptions, generate, step_goodness
+from stages.arguments import PRMLabelArgs
+from stages.prm_label import policy_sampler, sample_solutions
+from rewards.steps import score_steps
+from stages.prm_steps import first_wrong, step_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 LEVELS = [1, 2, 3, 4, 5, 6]

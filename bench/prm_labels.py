@@ -1,7 +1,7 @@
 """Automatic PRM step labels against the truth: full Monte-Carlo (Math-Shepherd) and binary search (OmegaPRM).
 
 Run from the repository root:
-    .venv/bin/python bench/prm_labels.py [--policy DIR] [--per-level 12] [--append BENCHMARKS.md]
+    python -m bench.prm_labels [--policy DIR] [--per-level 12] [--append BENCHMARKS.md]
 
 On the synthetic task every step's truth is known (`data_recipes.synthetic.step_goodness`). A step is
 *good* when no step up to and including it is wrong, and the final `\\boxed{}` step when, besides, its
@@ -39,21 +39,20 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TQDM_DISABLE", "1")  # one progress bar per generate call is noise here
 
-from bench.markdown import append_section  # noqa: E402
-from data_recipes.synthetic import SyntheticOptions, generate, step_goodness  # noqa: E402
-from stages.prm_label import (  # noqa: E402
+from bench.markdown import append_section
+from data_recipes.synthetic import SyntheticOptions, generate, step_goodness
+from stages.arguments import PRMLabelArgs
+from stages.prm_label import (
     LABELLERS,
-    PRMLabelArgs,
     PrefixRollouts,
     Solution,
     StepLabels,
     policy_sampler,
     sample_solutions,
 )
-from stages.prm_steps import auc  # noqa: E402
+from stages.prm_steps import auc
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART_POLICY = REPO / "runs" / "quickstart" / "sft" / "model"

@@ -35,12 +35,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-if not __package__:  # run as a file: put the repository root first on the path
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
-
-from data_recipes.prm_formats import prmbench_files, prmbench_rows, read_jsonl  # noqa: E402
-from rewards.steps import score_steps  # noqa: E402
-from stages.prm_steps import step_metrics  # noqa: E402
+from data_recipes.prm_formats import prmbench_files, prmbench_rows, read_jsonl
+from rewards.steps import score_steps
+from stages.prm_steps import step_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("GRADUS_SHARED_DATA", REPO.parent / "shared" / "data"))

@@ -14,10 +14,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from pipeline import preflight
 from pipeline.ledger import Ledger
 from pipeline.manifest import ManifestError, load_manifest
-from pipeline.plan import Plan, make_plan, shell_line
-from pipeline.runner import RunError, decide, run
+from pipeline.plan import Plan, PlannedStage, make_plan, shell_line
+from pipeline.runner import RunError, actions, run
 
 # Piped output (logs, CI) gets a width that fits the tables; a terminal keeps its own.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
@@ -42,24 +43,25 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "status":
             return show_status(args.run_dir)
         plan = make_plan(load_manifest(args.manifest))
-        if args.command == "plan":
-            return show_plan(plan)
-        for name in (args.from_stage, args.only):
+        from_stage, only = (None, None) if args.command == "plan" else (args.from_stage, args.only)
+        for name in (from_stage, only):
             if name is not None and name not in [stage.name for stage in plan.stages]:
                 raise ManifestError(f"--from/--only: no stage named {name!r} in {args.manifest}")
-        return run(plan, from_stage=args.from_stage, only=args.only, say=lambda line: console.print(line, markup=False))
+        todo = actions(plan, Ledger(plan.run_dir), from_stage, only)
+        preflight.check(stage for stage, action in todo if action != "skip")  # before anything launches or is written
+        if args.command == "plan":
+            return show_plan(plan, todo)
+        return run(plan, from_stage=from_stage, only=only, say=lambda line: console.print(line, markup=False))
     except (ManifestError, RunError) as error:
         console.print(f"[red]gradus: error:[/red] {error}", soft_wrap=True)
         return 2
 
 
-def show_plan(plan: Plan) -> int:
-    ledger = Ledger(plan.run_dir)
+def show_plan(plan: Plan, todo: list[tuple[PlannedStage, str]]) -> int:
     table = Table(title=f"plan for {plan.run_dir}")
     for column in ("stage", "kind", "starts from", "fingerprint", "if run now"):
         table.add_column(column)
-    for stage in plan.stages:
-        action = decide(stage, ledger, forced=False)
+    for stage, action in todo:
         table.add_row(stage.name, stage.kind, stage.upstream or "base", stage.fingerprint, action)
     console.print(table)
     for stage in plan.stages:

@@ -2,30 +2,33 @@
 
 A manifest is one YAML file. `load_manifest` parses it and raises `ManifestError` with a one-line
 message naming the stage and the field for anything wrong: unknown keys, wrong types, unknown
-kinds, dangling or forward `model` references, duplicate names, missing data files or columns,
-unknown launch profiles, trainer `args` that are not fields of the kind's config class, and
-rewards that don't resolve. The CLI turns that error into one line and a non-zero exit, with
+kinds, dangling or forward `model` references, duplicate names, missing data files or columns, a base
+model or run directory that is not what it should be, unknown launch profiles, `args` of the kinds
+gradus defines (eval, prm_label) that their classes refuse, rewards that don't resolve or share a name,
+and curricula that don't fit the stage. The CLI turns that error into one line and a non-zero exit, with
 nothing launched and nothing under `run_dir` touched.
 
-Heavy libraries are imported only where a check needs them (the trainer config classes, to read
-their real fields), never at CLI start.
+None of it imports torch, transformers or TRL. What only TRL can judge (its configs' fields, types and
+`__post_init__` checks) is the preflight's (pipeline/preflight.py), which runs after the plan.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import importlib
-import typing
+import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 import data_recipes
 import launch
 import rewards
+from data_recipes import suggest
+from stages import arguments
+from stages.arguments import CURRICULUM_KINDS, CurriculumArgs, DataBlock, OnPolicyArgs
 
 
 class ManifestError(ValueError):
@@ -36,8 +39,8 @@ class ManifestError(ValueError):
 class KindInfo:
     """What the pipeline must know about a stage kind without importing its module."""
 
-    config_class: str  # "module:Class" whose dataclass fields are the stage's valid `args`
     produces_model: bool  # can a later stage start from this stage's output?
+    args_class: str | None = None  # a class in stages.arguments for the kinds gradus defines; None: a TRL config (the preflight checks it)
     needs_rewards: bool = False
     output_columns: tuple[str, ...] = ()  # a kind that writes <stage>/dataset: its columns
     needs_columns: tuple[str, ...] = ("prompt",)
@@ -45,15 +48,15 @@ class KindInfo:
 
 # `args` of each kind are the fields of these classes, so TRL's own help text documents them.
 KINDS: dict[str, KindInfo] = {
-    "sft": KindInfo("trl:SFTConfig", produces_model=True),
-    "eval": KindInfo("stages.arguments:EvalArgs", produces_model=False, needs_columns=("prompt", "answer")),
-    "grpo": KindInfo("trl:GRPOConfig", produces_model=True, needs_rewards=True),
-    "dpo": KindInfo("trl:DPOConfig", produces_model=True, needs_columns=("prompt", "chosen", "rejected")),
+    "sft": KindInfo(produces_model=True),  # args: trl.SFTConfig
+    "eval": KindInfo(produces_model=False, args_class="EvalArgs", needs_columns=("prompt", "answer")),
+    "grpo": KindInfo(produces_model=True, needs_rewards=True),  # trl.GRPOConfig
+    "dpo": KindInfo(produces_model=True, needs_columns=("prompt", "chosen", "rejected")),  # trl.DPOConfig
     "prm_label": KindInfo(
-        "stages.prm_label:PRMLabelArgs", produces_model=False, needs_columns=("prompt", "answer"),
+        produces_model=False, args_class="PRMLabelArgs", needs_columns=("prompt", "answer"),
         output_columns=("prompt", "answer", "level", "steps", "labels", "hard_labels", "rollouts"),
     ),
-    "prm": KindInfo("stages.prm:PRMConfig", produces_model=True, needs_columns=("prompt", "steps", "labels")),
+    "prm": KindInfo(produces_model=True, needs_columns=("prompt", "steps", "labels")),  # stages.prm.PRMConfig
 }
 # `data: {recipe: stage_output, stage: NAME}` reads the dataset an earlier stage wrote (prm_label's labels).
 STAGE_OUTPUT_RECIPE = "stage_output"
@@ -100,14 +103,6 @@ class LaunchSpec(BaseModel):
         return _one_of(profile, launch.profile_names(), "launch profile")
 
 
-class DataSpec(BaseModel):
-    """A data recipe name; the other keys are that recipe's options, validated by the recipe."""
-
-    model_config = ConfigDict(extra="allow")
-
-    recipe: str
-
-
 class RewardSpec(BaseModel):
     """A reward by name (built-in, entry point or `module:function`), its weight, and its options."""
 
@@ -121,34 +116,18 @@ class RewardSpec(BaseModel):
         return dict(self.model_extra or {})
 
 
-class OnPolicySpec(BaseModel):
-    """DPO on the stage's own samples: n completions per prompt, scored by the stage's rewards, the
-    best and worst kept as a pair when their scores differ by at least `margin`; repeated for
-    `rounds` rounds, each starting from the model the previous round trained."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    num_completions: int = Field(8, ge=2)
-    margin: float = Field(0.5, ge=0)
-    rounds: int = Field(1, ge=1)
-    prompts_per_round: int | None = Field(None, gt=0)
-    generation_batch_size: int = Field(16, gt=0)  # prompts per generate call, each with num_completions samples
-    temperature: float = Field(1.0, gt=0)
-    max_new_tokens: int = Field(128, gt=0)
-
-
 class StageSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     kind: str
     model: str = "base"
-    data: DataSpec
-    eval_data: DataSpec | None = None
+    data: DataBlock
+    eval_data: DataBlock | None = None
     args: dict[str, Any] = {}
     peft: dict[str, Any] | None = None
     rewards: list[RewardSpec] = []
-    on_policy: OnPolicySpec | None = None
+    on_policy: OnPolicyArgs | None = None
     curriculum: dict[str, Any] | None = None
     launch: LaunchSpec = LaunchSpec()
 
@@ -210,11 +189,13 @@ def load_manifest(path: str | Path) -> Manifest:
     except ValidationError as error:
         raise ManifestError(_describe_validation_error(error, raw)) from None
     _check_stage_graph(manifest)
+    _check_paths(manifest)
     earlier: dict[str, StageSpec] = {}
+    all_names = [stage.name for stage in manifest.stages]
     for stage in manifest.stages:
         columns = _check_data(stage, earlier)
         _check_args(stage)
-        _check_rewards(stage, columns, earlier)
+        _check_rewards(stage, columns, earlier, all_names)
         _check_curriculum(stage, columns)
         earlier[stage.name] = stage
     return manifest
@@ -231,7 +212,7 @@ def _check_stage_graph(manifest: Manifest) -> None:
                 choices = ["base", *seen]
                 raise ManifestError(
                     f"stage {stage.name!r}: field 'model': no stage named {stage.model!r}"
-                    f"{_suggest(stage.model, choices)}; use 'base' or an earlier stage: {', '.join(choices)}"
+                    f"{suggest(stage.model, choices)}; use 'base' or an earlier stage: {', '.join(choices)}"
                 )
             if stage.model not in seen:
                 raise ManifestError(
@@ -281,7 +262,7 @@ def _stage_output_columns(options: dict[str, Any], earlier: dict[str, StageSpec]
         raise ValueError(f"recipe {STAGE_OUTPUT_RECIPE!r} takes one option, stage (the name of an earlier stage)")
     producers = [stage_name for stage_name, stage in earlier.items() if KINDS[stage.kind].output_columns]
     if name not in earlier:
-        raise ValueError(f"no earlier stage named {name!r}{_suggest(str(name), producers)}; stages with a dataset: {', '.join(producers) or 'none'}")
+        raise ValueError(f"no earlier stage named {name!r}{suggest(str(name), producers)}; stages with a dataset: {', '.join(producers) or 'none'}")
     if name not in producers:
         raise ValueError(f"stage {name!r} is a {earlier[name].kind} stage and writes no dataset")
     return KINDS[earlier[name].kind].output_columns
@@ -299,44 +280,84 @@ def _missing_columns(stage: StageSpec, columns: set[str], field: str) -> str | N
     return next((repr(needed) for needed in needs if needed not in columns), None)
 
 
-def config_class(kind: str) -> type:
-    module_name, class_name = KINDS[kind].config_class.split(":")
-    return getattr(importlib.import_module(module_name), class_name)
-
-
 def _check_args(stage: StageSpec) -> None:
-    """Check `args` against the real fields and types of the kind's config class (e.g. trl.SFTConfig).
-
-    Only names and types are checked here: the config's own `__post_init__` runs in the stage
-    process, on the machine that trains (a CPU login node can't judge `bf16=True`).
-    """
-    if not stage.args:
-        return
-    from pydantic import TypeAdapter
-
-    cls = config_class(stage.kind)
-    fields = {field.name for field in dataclasses.fields(cls) if field.init}
-    hints = typing.get_type_hints(cls)
-    for key, value in stage.args.items():
-        where = f"stage {stage.name!r}: field 'args.{key}'"
+    """The fields gradus owns, and, for the kinds gradus defines (eval, prm_label), the whole of `args`:
+    names, types and the class's own `__post_init__` checks. A TRL config's fields, types and checks
+    are the preflight's (pipeline/preflight.py): only TRL can read them, and importing it costs seconds."""
+    for key in stage.args:
         if key in ARGS_OWNED_BY_GRADUS:
-            raise ManifestError(f"{where}: set by gradus ({ARGS_OWNED_BY_GRADUS[key]})")
+            raise ManifestError(f"stage {stage.name!r}: field 'args.{key}': set by gradus ({ARGS_OWNED_BY_GRADUS[key]})")
+    class_name = KINDS[stage.kind].args_class
+    if class_name is None:
+        return
+    cls = getattr(arguments, class_name)
+    fields = {field.name for field in dataclasses.fields(cls) if field.init}
+    for key in stage.args:
         if key not in fields:
-            raise ManifestError(f"{where}: not a field of {cls.__name__}{_suggest(key, fields)}")
-        try:
-            TypeAdapter(hints[key]).validate_python(value)
-        except ValidationError:
-            raise ManifestError(f"{where}: {value!r} is not a valid {_type_name(hints[key])}") from None
+            raise ManifestError(f"stage {stage.name!r}: field 'args.{key}': not a field of {class_name}{suggest(key, fields)}")
+    try:
+        TypeAdapter(cls).validate_python(stage.args)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        where = f"stage {stage.name!r}: field 'args{'.' + field if field else ''}'"
+        got = f" (got {first['input']!r})" if field else ""
+        raise ManifestError(f"{where}: {first['msg'].removeprefix('Value error, ')}{got}") from None
 
 
-def _check_rewards(stage: StageSpec, columns: set[str], earlier: dict[str, StageSpec]) -> None:
+def _check_paths(manifest: Manifest) -> None:
+    """What the manifest names on disk is what it should be: a run directory that can be one, and a base
+    model given as a path that exists and holds a model (an HF id is looked up by the stage)."""
+    run_dir = manifest.run_dir
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ManifestError(f"field 'run_dir': {run_dir} exists and is not a directory")
+    existing = next(parent for parent in [run_dir, *run_dir.absolute().parents] if parent.exists())
+    if not os.access(existing, os.W_OK):
+        raise ManifestError(f"field 'run_dir': {existing} is not writable, so {run_dir} cannot be created there")
+    if isinstance(manifest.base_model, str):
+        _check_model_path(manifest.base_model, "field 'base_model'")
+
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def _check_model_path(model: str, where: str) -> None:
+    """A model named by path must be a model directory; a name that is no path must read as an HF hub id."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ManifestError(f"{where}: {model} is a directory without config.json, not a saved model")
+        return
+    if path.exists():
+        raise ManifestError(f"{where}: {model} is a file; a model is a directory (save_pretrained) or an HF hub id")
+    if model.startswith((".", "/", "~")) or not HUB_ID.match(model):
+        raise ManifestError(f"{where}: {model} does not exist, and is not an HF hub id (organisation/name)")
+
+
+def _check_rewards(stage: StageSpec, columns: set[str], earlier: dict[str, StageSpec], all_names: list[str]) -> None:
     if KINDS[stage.kind].needs_rewards and not stage.rewards:
         raise ManifestError(f"stage {stage.name!r}: field 'rewards': a {stage.kind} stage needs at least one reward")
+    names = [reward.name for reward in stage.rewards]
     for index, reward in enumerate(stage.rewards):
         where = f"stage {stage.name!r}: field 'rewards[{index}]' ({reward.name})"
+        if names.index(reward.name) != index:
+            raise ManifestError(
+                f"{where}: a second reward named {reward.name!r}; a reward's name is its identity in TRL's logs, the "
+                "curriculum's signal and the metrics: combine them into one, or wrap one under another name"
+            )
         model = reward.options.get("model")
-        if isinstance(model, str) and model in earlier and not KINDS[earlier[model].kind].produces_model:
-            raise ManifestError(f"{where}: option 'model': stage {model!r} produces no model")
+        if isinstance(model, str):
+            if model in earlier:
+                if not KINDS[earlier[model].kind].produces_model:
+                    raise ManifestError(f"{where}: option 'model': stage {model!r} produces no model")
+            elif model in all_names:
+                raise ManifestError(f"{where}: option 'model': stage {model!r} comes later; a reward can only use an earlier stage's model")
+            else:
+                producers = [name for name, spec in earlier.items() if KINDS[spec.kind].produces_model]
+                try:
+                    _check_model_path(model, f"{where}: option 'model'")
+                except ManifestError as error:
+                    raise ManifestError(f"{error}; nor is it an earlier stage{suggest(model, producers)}") from None
         try:
             rewards.check(reward.name, reward.options, columns)
         except rewards.RewardSpecError as error:
@@ -347,8 +368,6 @@ def _check_curriculum(stage: StageSpec, columns: set[str]) -> None:
     """The `curriculum:` block is validated by its own schema (stages/arguments.py), against the data's columns."""
     if stage.curriculum is None:
         return
-    from stages.arguments import CURRICULUM_KINDS, CurriculumArgs
-
     where = f"stage {stage.name!r}: field 'curriculum"
     if stage.kind not in CURRICULUM_KINDS:
         raise ManifestError(f"{where}': {stage.kind} stages take no curriculum (only {', '.join(CURRICULUM_KINDS)})")
@@ -357,13 +376,13 @@ def _check_curriculum(stage: StageSpec, columns: set[str]) -> None:
     except ValidationError as error:
         first = error.errors()[0]
         key = ".".join(str(part) for part in first["loc"])
-        hint = _suggest(str(first["loc"][-1]), CurriculumArgs.model_fields) if first["type"] == "extra_forbidden" else ""
+        hint = suggest(str(first["loc"][-1]), CurriculumArgs.model_fields) if first["type"] == "extra_forbidden" else ""
         raise ManifestError(f"{where}.{key}': {first['msg'].removeprefix('Value error, ')}{hint}") from None
     reward_names = [reward.name for reward in stage.rewards]
     if curriculum.signal_reward is not None and curriculum.signal_reward not in reward_names:
         raise ManifestError(
             f"{where}.signal_reward': {curriculum.signal_reward!r} is not one of the stage's rewards"
-            f"{_suggest(curriculum.signal_reward, reward_names)}; rewards: {', '.join(reward_names)}"
+            f"{suggest(curriculum.signal_reward, reward_names)}; rewards: {', '.join(reward_names)}"
         )
     problem = curriculum.check(stage.kind, columns)
     if problem:
@@ -372,17 +391,8 @@ def _check_curriculum(stage: StageSpec, columns: set[str]) -> None:
 
 def _one_of(value: str, known: list[str], what: str) -> str:
     if value not in known:
-        raise ValueError(f"unknown {what} {value!r}{_suggest(value, known)}; {what}s: {', '.join(known)}")
+        raise ValueError(f"unknown {what} {value!r}{suggest(value, known)}; {what}s: {', '.join(known)}")
     return value
-
-
-def _type_name(hint: Any) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
-
-
-def _suggest(word: str, choices: typing.Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _describe_validation_error(error: ValidationError, raw: dict[str, Any]) -> str:
@@ -402,7 +412,7 @@ def _describe_validation_error(error: ValidationError, raw: dict[str, Any]) -> s
         nested = {"launch": LaunchSpec, "base_model": TinyModelSpec, "decontamination": DecontaminationSpec}
         if len(location) >= 2:
             owner = nested.get(str(location[-2]), owner)
-        return f"{prefix}field '{field}': unknown key{_suggest(str(location[-1]), owner.model_fields)}"
+        return f"{prefix}field '{field}': unknown key{suggest(str(location[-1]), owner.model_fields)}"
     if first["type"] == "missing":
         return f"{prefix}field '{field}': required"
     message = first["msg"].removeprefix("Value error, ")

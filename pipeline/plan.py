@@ -21,9 +21,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 import data_recipes
 import launch
 from pipeline.manifest import STAGE_OUTPUT_RECIPE, TRAINING_KINDS, Manifest, StageSpec, TinyModelSpec
+from stages.arguments import CurriculumArgs, StageFile
 
 BASE_MODEL_DIR = "base_model"
 
@@ -37,7 +40,7 @@ class PlannedStage:
     model_path: str
     upstream: str | None  # the stage whose model this one starts from (None: the base model)
     depends_on: list[str]  # every earlier stage whose output it reads (upstream included)
-    resolved: dict[str, Any]  # the content of stage.yaml
+    resolved: StageFile  # the content of stage.yaml
     command: list[str]  # what the runner executes (for a multi-node stage: srun over the nodes)
     node_commands: list[list[str]]  # multi-node only: what each node runs, rank by rank
     env: dict[str, str]  # launch.env: set for the stage's processes, on top of the runner's environment
@@ -72,6 +75,14 @@ def _data_identity(spec: Any, planned: dict[str, "PlannedStage"]) -> dict[str, A
         producer = planned[spec.model_extra["stage"]]
         return {"stage": producer.name, "fingerprint": producer.fingerprint}
     return data_recipes.identity(spec.recipe, spec.model_extra or {})
+
+
+def world_size(spec: StageSpec) -> int:
+    """Processes the stage is launched with, over all its machines: launch.num_processes, else its profile's."""
+    if spec.launch.num_processes is not None:
+        return spec.launch.num_processes
+    profile = yaml.safe_load(launch.profile_path(spec.launch.profile).read_text()) or {}
+    return int(profile.get("num_processes", 1))
 
 
 def _data_block(spec: Any, run_dir: Path) -> dict[str, Any] | None:
@@ -135,38 +146,40 @@ def make_plan(manifest: Manifest) -> Plan:
         upstream = None if spec.model == "base" else planned[spec.model]
         model_path = base_path if upstream is None else str(upstream.stage_dir / "model")
         stage_dir = run_dir / spec.name
-        resolved = {
-            "name": spec.name,
-            "kind": spec.kind,
-            "seed": manifest.seed,
-            "stage_dir": str(stage_dir),
-            "model_path": model_path,
-            "data": _data_block(spec.data, run_dir),
-            "eval_data": _data_block(spec.eval_data, run_dir),
-            "args": _jsonable(spec.args),
-            "peft": _jsonable(spec.peft),
-            "rewards": [_reward_block(reward, planned) for reward in spec.rewards],
-            "on_policy": spec.on_policy.model_dump() if spec.on_policy else None,
-            "curriculum": _jsonable(spec.curriculum),
-            "decontaminate": decontaminate if spec.kind in TRAINING_KINDS else None,
-        }
+        resolved = StageFile(
+            name=spec.name,
+            kind=spec.kind,
+            fingerprint="",  # below: the hash of what determines the output
+            seed=manifest.seed,
+            stage_dir=stage_dir,
+            model_path=model_path,
+            data=_data_block(spec.data, run_dir),
+            eval_data=_data_block(spec.eval_data, run_dir),
+            args=_jsonable(spec.args),
+            peft=_jsonable(spec.peft),
+            rewards=[_reward_block(reward, planned) for reward in spec.rewards],
+            on_policy=spec.on_policy,
+            curriculum=CurriculumArgs.model_validate(spec.curriculum) if spec.curriculum is not None else None,
+            decontaminate=decontaminate if spec.kind in TRAINING_KINDS else None,
+            num_processes=world_size(spec),
+        )
         what_determines_output = {
             # What the manifest says of the stage (paths gradus derives are left out, so a moved run_dir
             # keeps its fingerprints; unset blocks too, so a gradus upgrade adding one reruns nothing)...
             "spec": {key: value for key, value in spec.model_dump(mode="json", exclude={"name", "model", "launch"}).items() if value is not None},
             "seed": manifest.seed,
-            "decontaminate": (check.model_dump(), eval_identities) if resolved["decontaminate"] else None,
+            "decontaminate": (check.model_dump(), eval_identities) if resolved.decontaminate else None,
             # ...plus what its inputs are.
             "data": _data_identity(spec.data, planned),
             "eval_data": _data_identity(spec.eval_data, planned),
             "upstream": upstream.fingerprint if upstream else base_identity,
             "dependencies": {name: planned[name].fingerprint for name in dependencies},
         }
-        resolved["fingerprint"] = fingerprint(what_determines_output)
+        resolved.fingerprint = fingerprint(what_determines_output)
         planned[spec.name] = PlannedStage(
             name=spec.name,
             kind=spec.kind,
-            fingerprint=resolved["fingerprint"],
+            fingerprint=resolved.fingerprint,
             stage_dir=stage_dir,
             model_path=model_path,
             upstream=upstream.name if upstream else None,

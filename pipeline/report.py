@@ -11,16 +11,17 @@ best-of-n and weighted vote (a PRM's, say) side by side.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from pipeline.ledger import Ledger
 from pipeline.plan import Plan
+from stages.arguments import DataBlock
 
 
-def eval_set_label(data: dict[str, Any]) -> str:
+def eval_set_label(data: DataBlock) -> str:
     """A short name for an eval stage's data: the recipe plus the split or file it reads."""
-    detail = data.get("split") or (Path(data["path"]).parent.name + "/" + Path(data["path"]).name if data.get("path") else "")
-    return f"{data['recipe']}:{detail}" if detail else data["recipe"]
+    options = data.options
+    detail = options.get("split") or (Path(options["path"]).parent.name + "/" + Path(options["path"]).name if options.get("path") else "")
+    return f"{data.recipe}:{detail}" if detail else data.recipe
 
 
 def forgetting_table(plan: Plan, ledger: Ledger) -> tuple[list[str], list[str], dict[tuple[str, str], float]]:
@@ -35,7 +36,7 @@ def forgetting_table(plan: Plan, ledger: Ledger) -> tuple[list[str], list[str], 
         entry = ledger.entry(stage.name) or {}
         if stage.kind != "eval" or entry.get("state") != "done":
             continue
-        model, label = stage.upstream or "base", eval_set_label(stage.resolved["data"])
+        model, label = stage.upstream or "base", eval_set_label(stage.resolved.data)
         models += [model] if model not in models else []
         sets += [label] if label not in sets else []
         if entry["metrics"].get("samples_per_item", 1) == 1 or (model, label) not in cells:
@@ -58,7 +59,7 @@ def sampled_eval_table(plan: Plan, ledger: Ledger) -> list[str]:
              "| eval stage | model | eval set | " + " | ".join(columns) + " |", "|---|---|---|" + "---:|" * len(columns)]
     for stage, overall in rows:
         cells = " | ".join(f"{overall[key]:.3f}" if key in overall else "" for key in columns)
-        lines.append(f"| {stage.name} | {stage.upstream or 'base'} | {eval_set_label(stage.resolved['data'])} | {cells} |")
+        lines.append(f"| {stage.name} | {stage.upstream or 'base'} | {eval_set_label(stage.resolved.data)} | {cells} |")
     return lines
 
 

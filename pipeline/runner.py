@@ -29,12 +29,10 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-import yaml
-
+import launch
 from pipeline.ledger import Ledger, now
 from pipeline.plan import Plan, PlannedStage
 from pipeline.report import write_report
-from stages.common import terminate_with_parent
 
 LOG_TAIL_LINES = 25
 
@@ -57,17 +55,23 @@ def _done_marker_matches(stage: PlannedStage) -> bool:
     return marker.is_file() and json.loads(marker.read_text()).get("fingerprint") == stage.fingerprint
 
 
+def actions(plan: Plan, ledger: Ledger, from_stage: str | None = None, only: str | None = None) -> list[tuple[PlannedStage, str]]:
+    """What a run would do with each stage it touches: skip, resume or fresh (`--only` touches one)."""
+    names = [stage.name for stage in plan.stages]
+    first_forced = names.index(only or from_stage) if (only or from_stage) else len(names)
+    return [
+        (stage, decide(stage, ledger, forced=index >= first_forced))
+        for index, stage in enumerate(plan.stages)
+        if not only or stage.name == only
+    ]
+
+
 def run(plan: Plan, from_stage: str | None = None, only: str | None = None, say=print) -> int:
     """Run the plan; return the exit code (0 all done, 1 a stage failed, 130 interrupted)."""
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive_lock(plan.run_dir):
         ledger = Ledger(plan.run_dir)
-        names = [stage.name for stage in plan.stages]
-        first_forced = names.index(only or from_stage) if (only or from_stage) else len(names)
-        for index, stage in enumerate(plan.stages):
-            if only and stage.name != only:
-                continue
-            action = decide(stage, ledger, forced=index >= first_forced)
+        for stage, action in actions(plan, ledger, from_stage, only):
             if action == "skip":
                 say(f"[gradus] {stage.name}: done (fingerprint {stage.fingerprint}), skipped")
                 continue
@@ -123,7 +127,7 @@ def _materialise_tiny_base(plan: Plan) -> None:
 
 def _run_stage(stage: PlannedStage, ledger: Ledger, run_dir: Path, say) -> int:
     stage.stage_dir.mkdir(parents=True, exist_ok=True)
-    stage.stage_file.write_text(yaml.safe_dump(stage.resolved, sort_keys=False))
+    stage.resolved.write(stage.stage_file)
     started = time.time()
     ledger.update(
         stage.name, state="running", kind=stage.kind, fingerprint=stage.fingerprint, started_at=now(),
@@ -131,7 +135,7 @@ def _run_stage(stage: PlannedStage, ledger: Ledger, run_dir: Path, say) -> int:
         exit_code=None, message=None, metrics={},
     )
     log_path = stage.stage_dir / "log.txt"
-    exit_code, interrupted_by = _execute(stage.command, log_path, stage.env)
+    exit_code, interrupted_by = _execute(stage.command, log_path, stage_environment(stage))
     duration = round(time.time() - started, 1)
     if exit_code == 0 and _done_marker_matches(stage):
         metrics = json.loads((stage.stage_dir / "metrics.json").read_text())
@@ -155,6 +159,16 @@ def _run_stage(stage: PlannedStage, ledger: Ledger, run_dir: Path, say) -> int:
     return 1
 
 
+def stage_environment(stage: PlannedStage) -> dict[str, str]:
+    """`launch.env`, plus, on a machine without a GPU, the cores shared out among the stage's processes
+    (accelerate gives a single CPU process one thread); a user's own OMP_NUM_THREADS wins."""
+    env = dict(stage.env)
+    if not launch.has_gpu() and "OMP_NUM_THREADS" not in env and "OMP_NUM_THREADS" not in os.environ:
+        machines = max(1, len(stage.node_commands))
+        env["OMP_NUM_THREADS"] = str(launch.cpu_threads_per_process(max(1, stage.resolved.num_processes // machines)))
+    return env
+
+
 def _log_tail(log_path: Path) -> str:
     text = log_path.read_text(errors="replace") if log_path.exists() else ""
     lines = [line.split("\r")[-1] for line in text.splitlines() if line.strip()]
@@ -172,7 +186,7 @@ def _execute(command: list[str], log_path: Path, extra_env: dict[str, str]) -> t
         log.write(f"\n===== {now()} {' '.join(command)}\n".encode())
         process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-            start_new_session=True, preexec_fn=terminate_with_parent,
+            start_new_session=True, preexec_fn=launch.terminate_with_parent,
         )
 
         def forward(signum: int, _frame) -> None:

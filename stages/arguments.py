@@ -1,16 +1,32 @@
-"""Config classes for the stage kinds that have no TRL config of their own.
+"""The stage contract: the resolved stage file, and the argument classes of the kinds TRL has none for.
 
-They play the part `SFTConfig` plays for `sft`: a manifest's `args` for the kind are checked against
-these fields before launch, and the stage builds one from them. Plain dataclasses, no torch, so the
-planner can read them cheaply. The `curriculum:` block has its own schema here too (pydantic, as the
-manifest validates it with `model_validate`).
+The plan (pipeline/plan.py) builds one `StageFile` per stage and writes it as `<stage>/stage.yaml`; the
+stage process (`accelerate launch -m stages.<kind> <stage.yaml>`) reads it back with `StageFile.read`
+and reads nothing else. Both sides import this module, so it stays light: pydantic and the standard
+library, no torch, no TRL (the CLI imports it at start).
+
+The argument classes play the part `SFTConfig` plays for `sft`: a manifest's `args` for `eval` and
+`prm_label` are checked against their fields and types (and their `__post_init__` checks) before launch,
+and the stage builds one from them. `OnPolicyArgs` and `CurriculumArgs` are the schemas of the
+`on_policy:` and `curriculum:` blocks.
 """
+
+from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+
+def refuse_invalid(args: Any, valid: dict[str, bool], hint: str = "") -> None:
+    """Raise one ValueError naming every field of `args` whose check in `valid` failed."""
+    bad = [name for name, ok in valid.items() if not ok]
+    if bad:
+        raise ValueError(f"invalid {', '.join(f'{name}={getattr(args, name)!r}' for name in bad)}{hint}")
 
 
 @dataclass
@@ -33,10 +49,126 @@ class EvalArgs:
     seed: int | None = None
     """Sampling seed; defaults to the manifest's seed."""
 
+    def __post_init__(self) -> None:
+        problems = {
+            "max_new_tokens": self.max_new_tokens >= 1,
+            "batch_size": self.batch_size >= 1,
+            "temperature": self.temperature >= 0,
+            "top_p": 0 < self.top_p <= 1,
+            "num_samples": self.num_samples >= 1 and (self.num_samples == 1 or self.temperature > 0),
+            "k": all(k >= 1 for k in self.k),
+        }
+        several_greedy = self.num_samples > 1 and self.temperature <= 0
+        refuse_invalid(self, problems, " (several samples per problem need temperature > 0)" if several_greedy else "")
 
-CURRICULUM_KINDS = ("grpo",)
-"""Stage kinds that take a `curriculum:` block (the sampler in stages/curriculum/ could also serve dpo's
-on-policy prompt choice and a static order for sft; neither is wired yet)."""
+
+@dataclass
+class PRMLabelArgs:
+    """How the `prm_label` stage samples solutions and labels their steps (the manifest's `args`)."""
+
+    method: Literal["mc", "binary_search"] = "mc"
+    """mc: roll out from every step prefix (Math-Shepherd); binary_search: search for the first wrong step
+    (OmegaPRM), fewer rollouts, soft labels only where measured."""
+    num_solutions: int = 4
+    """Solutions sampled per problem; each becomes one row of the dataset."""
+    rollouts_per_step: int = 8
+    """k: continuations sampled from each step prefix that is rolled out."""
+    temperature: float = 1.0
+    """Sampling temperature of the solutions and of the rollouts (must be above 0)."""
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    """Longest solution sampled, and longest continuation of a prefix."""
+    step_separator: str = "\n"
+    """What separates steps in a solution; the PRM stage must use the same."""
+    batch_size: int = 256
+    """Sequences generated together (prompts x their samples) in one `generate` call."""
+    max_problems: int | None = None
+    """Label only the first this many problems of the data (all of them when null)."""
+    problems_per_shard: int = 16
+    """Problems labelled together and saved as one shard: the unit a rerun resumes from."""
+    balance: bool = False
+    """Drop single-class rows of the majority class until positive and negative steps are as even as
+    that allows (OmegaPRM's balancing; see stages/prm_label.py)."""
+    seed: int | None = None
+    """Sampling seed; defaults to the manifest's seed."""
+
+    def __post_init__(self) -> None:
+        checks = {
+            "method": self.method in ("mc", "binary_search"),
+            "num_solutions": self.num_solutions >= 1,
+            "rollouts_per_step": self.rollouts_per_step >= 1,
+            "temperature": self.temperature > 0,
+            "max_new_tokens": self.max_new_tokens >= 1,
+            "step_separator": self.step_separator != "",
+            "batch_size": self.batch_size >= 1,
+            "max_problems": self.max_problems is None or self.max_problems >= 1,
+            "problems_per_shard": self.problems_per_shard >= 1,
+        }
+        refuse_invalid(self, checks)
+
+
+class OnPolicyArgs(BaseModel):
+    """DPO on the stage's own samples: n completions per prompt, scored by the stage's rewards, the
+    best and worst kept as a pair when their scores differ by at least `margin`; repeated for
+    `rounds` rounds, each starting from the model the previous round trained."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_completions: int = Field(8, ge=2)
+    margin: float = Field(0.5, ge=0)
+    rounds: int = Field(1, ge=1)
+    prompts_per_round: int | None = Field(None, gt=0)
+    generation_batch_size: int = Field(16, gt=0)  # prompts per generate call, each with num_completions samples
+    temperature: float = Field(1.0, gt=0)
+    max_new_tokens: int = Field(128, gt=0)
+
+
+@dataclass
+class DifficultyArgs:
+    """How the `difficulty` stage estimates each prompt's pass rate for its model (the manifest's `args`)."""
+
+    num_samples: int = 8
+    """k: completions sampled per prompt; the pass rate is the fraction that pass."""
+    temperature: float = 1.0
+    """Sampling temperature (above 0: k greedy completions would all be the same)."""
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    """Longest completion sampled; one cut here usually scores as a fail."""
+    batch_size: int = 256
+    """Sequences generated together (prompts x their samples) in one `generate` call."""
+    pass_threshold: float = 0.5
+    """A completion passes when its score (the weighted sum of the stage's rewards) is at least this."""
+    keep_pass_rate: list[float] | None = None
+    """[low, high]: keep only prompts whose pass rate is inside (inclusive), as open-r1's offline
+    0.2-0.8 filter does; null keeps every prompt."""
+    max_prompts: int | None = None
+    """Estimate only the first this many prompts of the data (all of them when null)."""
+    prompts_per_shard: int = 64
+    """Prompts estimated together and saved as one shard: the unit a rerun resumes from."""
+    seed: int | None = None
+    """Sampling seed; defaults to the manifest's seed."""
+
+    def __post_init__(self) -> None:
+        keep = self.keep_pass_rate
+        checks = {
+            "num_samples": self.num_samples >= 1,
+            "temperature": self.temperature > 0,
+            "top_p": 0 < self.top_p <= 1,
+            "max_new_tokens": self.max_new_tokens >= 1,
+            "batch_size": self.batch_size >= 1,
+            "keep_pass_rate": keep is None or (len(keep) == 2 and 0 <= keep[0] <= keep[1] <= 1),
+            "max_prompts": self.max_prompts is None or self.max_prompts >= 1,
+            "prompts_per_shard": self.prompts_per_shard >= 1,
+        }
+        refuse_invalid(self, checks)
+
+
+CURRICULUM_KINDS = ("grpo", "dpo", "sft")
+"""Stage kinds that take a `curriculum:` block: grpo (TRL's prompt sampler replaced), dpo with
+`on_policy` (each round's prompts drawn by the sampler, its evidence the pair sampling's scores), and
+sft (`ordered` only: easy-to-hard pacing needs no scores)."""
+SCORELESS_STRATEGIES = ("uniform", "ordered")
+"""What an sft stage can take: it scores nothing, so no strategy that learns from scores."""
 
 # The options each strategy reads beyond the shared ones; setting another strategy's option is an error,
 # so a manifest never carries a knob that silently does nothing. `uniform` is the control: no safeguards.
@@ -48,8 +180,10 @@ STRATEGY_OPTIONS: dict[str, frozenset[str]] = {
     "band": SAFEGUARDS | {"band", "retire_above", "revisit_probability"},
     "bandit": SAFEGUARDS | {"temperature"},
     "ucb": SAFEGUARDS | {"temperature", "exploration"},
+    "lp": SAFEGUARDS | {"lp_window"},
 }
-NEEDS_DIFFICULTY_COLUMN = frozenset({"ordered", "adaptive", "bandit", "ucb"})
+NEEDS_DIFFICULTY_COLUMN = frozenset({"ordered", "adaptive", "bandit", "ucb", "lp"})
+DYNAMIC_SAMPLING_OPTIONS = frozenset({"screen_generations", "max_sampling_rounds"})
 CURRICULUM_INDEX_COLUMN = "curriculum_index"
 """The column the stage adds to the training data (the row index) so scores can be traced back to prompts."""
 
@@ -66,11 +200,12 @@ class CurriculumArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    strategy: Literal["uniform", "ordered", "adaptive", "band", "bandit", "ucb"] = "bandit"
+    strategy: Literal["uniform", "ordered", "adaptive", "band", "bandit", "ucb", "lp"] = "bandit"
     """uniform: TRL's shuffle (the baseline); ordered: easy to hard by the column (competence pacing);
     adaptive: the same pacing with difficulty re-estimated online (ADCL); band: prompts whose pass rate
     is inside `band`; bandit: buckets as arms valued by mean |advantage| (SEC); ucb: the same value plus
-    an exploration bonus (DUMP)."""
+    an exploration bonus (DUMP); lp: buckets drawn in proportion to how fast their pass rate changes
+    (absolute learning progress, ALP-GMM)."""
     difficulty_column: str | None = "level"
     """Data column that puts prompts in buckets, numeric (ascending = harder) or categorical; null puts
     every prompt in one bucket (only `uniform` and `band` work without buckets)."""
@@ -82,8 +217,10 @@ class CurriculumArgs(BaseModel):
     """A completion passes when its signal reward is at least this (math_accuracy scores 1 or 0)."""
     learning_rate: float = Field(0.3, gt=0, le=1)
     """Step size of the per-bucket moving averages (pass rate, mean |advantage|): SEC's TD(0) alpha."""
-    min_share: float = Field(0.05, ge=0, lt=1)
-    """Floor on every non-empty bucket's sampling share, so no difficulty is starved."""
+    min_share: float | None = Field(None, ge=0, lt=1)
+    """Floor on every non-empty bucket's sampling share, so no difficulty is starved. Default: a tenth
+    of every batch spread evenly, 0.1 / (number of buckets), so the floor's total stays the same however
+    many buckets there are (a fixed 0.05 over 10 buckets kept half of every batch on the floor)."""
     repeat_window: int = Field(10, ge=1)
     """A prompt is drawn at most once in any this many consecutive generation batches."""
     temperature: float = Field(0.1, gt=0)
@@ -102,7 +239,24 @@ class CurriculumArgs(BaseModel):
     """ordered, adaptive: fraction of the stage's generation batches after which all data is admitted."""
     reestimate_every: int = Field(10, ge=1)
     """adaptive: generation batches between re-rankings of the buckets by their online pass rate."""
-
+    lp_window: int = Field(4, ge=1)
+    """lp: observations (generation batches that drew the bucket) per window; progress = |recent window
+    - the window before it| of the bucket's pass rate."""
+    prior_column: str | None = None
+    """A data column of pass rates in [0, 1] measured before training (a `difficulty` stage's
+    `pass_rate`): every prompt starts with it as its pass rate, every bucket with its prompts' mean, so
+    the strategies know the pool before the first draw. Null: everything starts unseen."""
+    dynamic_sampling: bool = False
+    """grpo only (DAPO's dynamic sampling): a group whose signal rewards all tie (zero advantage) is
+    dropped and replaced by a group of another prompt drawn by the strategy, so every trained group
+    carries signal; the extra generations are counted and logged (`dynamic_sampling/*`)."""
+    screen_generations: int | None = Field(None, ge=2)
+    """dynamic_sampling: screen each candidate prompt with this many completions first and generate the
+    rest of its group only if they do not all tie (SPEED-RL's cheaper screening: a dropped prompt costs
+    this many completions, not a whole group). Null: screen with the whole group (DAPO)."""
+    max_sampling_rounds: int = Field(4, ge=1)
+    """dynamic_sampling: rounds of replacement draws per generation batch; slots still unfilled after
+    them keep tied groups (as DAPO's cap on generation batches), so the batch size never changes."""
     @field_validator(*sorted({option for options in STRATEGY_OPTIONS.values() for option in options}))
     @classmethod
     def _option_of_the_strategy(cls, value: Any, info: ValidationInfo) -> Any:
@@ -110,6 +264,13 @@ class CurriculumArgs(BaseModel):
         if strategy is not None and info.field_name not in STRATEGY_OPTIONS[strategy]:
             users = [name for name, options in STRATEGY_OPTIONS.items() if info.field_name in options]
             raise ValueError(f"an option of {', '.join(users)}, not of strategy {strategy!r}")
+        return value
+
+    @field_validator(*sorted(DYNAMIC_SAMPLING_OPTIONS))
+    @classmethod
+    def _option_of_dynamic_sampling(cls, value: Any, info: ValidationInfo) -> Any:
+        if not info.data.get("dynamic_sampling"):
+            raise ValueError("an option of dynamic_sampling, which is off; set dynamic_sampling: true")
         return value
 
     @field_validator("band")
@@ -127,10 +288,98 @@ class CurriculumArgs(BaseModel):
             raise ValueError(f"strategy {strategy!r} needs a difficulty column to form buckets")
         return column
 
-    def check(self, kind: str, columns: Collection[str]) -> str | None:
-        """What is wrong with this curriculum for a `kind` stage whose data has `columns`, or None."""
-        if self.difficulty_column is not None and self.difficulty_column not in columns:
-            return f"difficulty_column {self.difficulty_column!r} is not a column of the data; it has {', '.join(sorted(columns))}"
+    def check(self, kind: str, columns: Collection[str], on_policy: bool = False) -> str | None:
+        """What is wrong with this curriculum for a `kind` stage (with an `on_policy` block or not) whose
+        data has `columns`, or None."""
+        if kind == "sft" and self.strategy not in SCORELESS_STRATEGIES:
+            return f"an sft stage scores nothing, so it takes strategy {' or '.join(SCORELESS_STRATEGIES)}, not {self.strategy!r}"
+        if kind == "dpo" and not on_policy:
+            return "a dpo stage draws prompts only with on_policy (fixed pairs have no prompts to choose); add on_policy"
+        if self.dynamic_sampling and kind != "grpo":
+            return f"dynamic_sampling replaces GRPO groups; a {kind} stage has none"
+        for option in ("difficulty_column", "prior_column"):
+            column = getattr(self, option)
+            if column is not None and column not in columns:
+                return f"{option} {column!r} is not a column of the data; it has {', '.join(sorted(columns))}"
         if CURRICULUM_INDEX_COLUMN in columns:
             return f"the data already has a column {CURRICULUM_INDEX_COLUMN!r}, which the curriculum adds itself"
         return None
+
+
+class DataBlock(BaseModel):
+    """A `data:` block: a recipe name; the other keys are that recipe's options (data_recipes validates them).
+
+    In a stage file, a `stage_output` block also carries `path`, the dataset directory the producer wrote."""
+
+    model_config = ConfigDict(extra="allow")
+
+    recipe: str
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class RewardBlock(BaseModel):
+    """A resolved reward: a `model` option that named an earlier stage is that stage's model directory."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    weight: float = 1.0
+    options: dict[str, Any] = {}
+
+
+class Decontamination(BaseModel):
+    """Drop (or only report) training problems that share an n-gram with any of these eval sets."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    against: list[DataBlock]
+    ngram: int
+    remove: bool
+
+
+class StageFile(BaseModel):
+    """`<run_dir>/<stage>/stage.yaml`: everything a stage process reads. Its outputs, all in `stage_dir`:
+
+        checkpoints/     the trainer's output_dir (checkpoint-N/ for resume)
+        model/           the final model + tokenizer, what a later stage's `model: <this stage>` loads
+        metrics.json     the numbers `gradus status` shows and the ledger records
+        done.json        written last: its presence (with the fingerprint) means the stage finished
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    kind: str
+    fingerprint: str
+    seed: int
+    stage_dir: Path
+    model_path: str
+    data: DataBlock
+    eval_data: DataBlock | None = None
+    args: dict[str, Any] = {}
+    peft: dict[str, Any] | None = None
+    rewards: list[RewardBlock] = []
+    on_policy: OnPolicyArgs | None = None
+    curriculum: CurriculumArgs | None = None
+    decontaminate: Decontamination | None = None
+    num_processes: int = 1
+    """Processes the stage is launched with, across all machines (the world size its batch sizes assume)."""
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.stage_dir / "checkpoints"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.stage_dir / "model"
+
+    @classmethod
+    def read(cls, path: str | Path) -> StageFile:
+        return cls.model_validate(yaml.safe_load(Path(path).read_text()))
+
+    def write(self, path: str | Path) -> None:
+        # Unset fields stay out: a curriculum block lists only the options its strategy takes.
+        Path(path).write_text(yaml.safe_dump(self.model_dump(mode="json", exclude_unset=True), sort_keys=False))

@@ -1,97 +1,61 @@
 """What every stage process shares: reading its stage file, building trainer args, resume, saving.
 
 A stage is launched as `accelerate launch ... -m stages.<kind> <run_dir>/<stage>/stage.yaml`, and
-that resolved stage file is all it reads. Its outputs, all under the stage directory:
-
-    checkpoints/     the trainer's output_dir (checkpoint-N/ for resume)
-    model/           the final model + tokenizer, what a later stage's `model: <this stage>` loads
-    metrics.json     the numbers `gradus status` shows and the ledger records
-    done.json        written last: its presence (with the fingerprint) means the stage finished
+that resolved stage file (`stages.arguments.StageFile`, which also lists the outputs) is all it reads.
 """
 
 from __future__ import annotations
 
-import ctypes
-import dataclasses
 import json
 import logging
 import os
-import signal
 import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
-import yaml
+import launch
+from stages.arguments import DataBlock, StageFile
 
 log = logging.getLogger("gradus")
 
-
-@dataclasses.dataclass
-class Stage:
-    """The resolved stage file, as written by the runner (pipeline/plan.py)."""
-
-    name: str
-    kind: str
-    fingerprint: str
-    seed: int
-    stage_dir: Path
-    model_path: str
-    data: dict[str, Any]
-    eval_data: dict[str, Any] | None = None
-    args: dict[str, Any] = dataclasses.field(default_factory=dict)
-    peft: dict[str, Any] | None = None
-    rewards: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    on_policy: dict[str, Any] | None = None
-    curriculum: dict[str, Any] | None = None
-    decontaminate: dict[str, Any] | None = None
-
-    @property
-    def checkpoint_dir(self) -> Path:
-        return self.stage_dir / "checkpoints"
-
-    @property
-    def model_dir(self) -> Path:
-        return self.stage_dir / "model"
+# Warnings that say nothing a gradus user can act on, filtered one by one. Everything else TRL and
+# transformers announce (deprecations, changed defaults) stays visible: those are how a change that
+# breaks stages/curriculum/trl_wiring.py's couplings shows up first.
+QUIET_WARNINGS = (
+    (FutureWarning, r"`gradient_checkpointing` is deprecated"),  # TRL configs still set the old name themselves
+)
 
 
-def start(argv: list[str] | None = None) -> Stage:
+def start(argv: list[str] | None = None) -> StageFile:
     """Read the stage file named on the command line and prepare this process to run it."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         sys.exit("usage: accelerate launch [...] -m stages.<kind> <run_dir>/<stage>/stage.yaml")
-    raw = yaml.safe_load(Path(argv[0]).read_text())
-    stage = Stage(**{**raw, "stage_dir": Path(raw["stage_dir"])})
-    terminate_with_parent()
+    stage = StageFile.read(argv[0])
+    launch.terminate_with_parent()
     if os.getppid() == 1:
         sys.exit("gradus: the launcher of this stage is gone; not starting")
     logging.basicConfig(level=logging.INFO, format=f"[{stage.name}] %(message)s", force=True)
-    for noisy in (FutureWarning, UserWarning):
-        warnings.filterwarnings("ignore", category=noisy)
+    for category, message in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
     return stage
-
-
-def terminate_with_parent() -> None:
-    """Ask Linux to SIGTERM this process when its parent dies, even by SIGKILL.
-
-    The runner sets it on the launcher it starts, and each stage process sets it on itself, so a
-    killed runner leaves no orphan still writing checkpoints while the rerun starts.
-    """
-    if sys.platform.startswith("linux"):
-        pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def training_args(config_cls: type, stage: Stage, **gradus_defaults: Any) -> Any:
+def training_args(config_cls: type, stage: StageFile, planned_world_size: int | None = None, **gradus_defaults: Any) -> Any:
     """The kind's TRL config from the manifest's `args`, with what gradus owns filled in.
 
     Precedence: the manifest's `args` > gradus's defaults for this kind > TRL's defaults. On a
     machine with no GPU, `use_cpu` is set and bf16 (TRL's default) is turned off unless the
     manifest asked for it, so the same manifest runs on a laptop and a GPU node.
+
+    `planned_world_size` is for the preflight (stages/preflight.py), which builds every stage's config
+    in one process before anything launches: the config then checks its batch arithmetic (GRPO's
+    generation batch, for one) against the processes the stage will be launched with, not against 1.
     """
     import torch
 
@@ -100,7 +64,22 @@ def training_args(config_cls: type, stage: Stage, **gradus_defaults: Any) -> Any
         values.setdefault("use_cpu", True)
         values.setdefault("bf16", False)
     values.setdefault("seed", stage.seed)
+    if planned_world_size is not None:
+        config_cls = _with_world_size(config_cls, planned_world_size)
     return config_cls(output_dir=str(stage.checkpoint_dir), **values)
+
+
+def _with_world_size(config_cls: type, world_size: int) -> type:
+    """`config_cls` reporting `world_size` processes without a process group (transformers'
+    `TrainingArguments.world_size` property, which TRL's `__post_init__` checks read)."""
+
+    class Planned(config_cls):  # type: ignore[misc, valid-type]
+        @property
+        def world_size(self) -> int:
+            return world_size
+
+    Planned.__name__ = config_cls.__name__
+    return Planned
 
 
 def distributed_state() -> Any:
@@ -115,32 +94,25 @@ def distributed_state() -> Any:
     return PartialState(cpu=not torch.cuda.is_available())
 
 
-def last_checkpoint(stage: Stage) -> str | None:
+def last_checkpoint(stage: StageFile) -> str | None:
     """The newest *complete* checkpoint an interrupted run of this very stage left, if any.
 
-    Not plain `get_last_checkpoint`: a kill while saving leaves a `checkpoint-N/` without its
-    `trainer_state.json` (HF writes that file last), and resuming from it would fail.
+    Not plain `get_last_checkpoint`: a kill while saving leaves a checkpoint that is incomplete or
+    cut short, and resuming from it would fail on every rerun (stages/checkpoints.py sets it aside).
     """
-    complete = [
-        path for path in stage.checkpoint_dir.glob("checkpoint-*")
-        if path.name.split("-")[-1].isdigit() and (path / "trainer_state.json").is_file()
-    ]
-    if not complete:
-        return None
-    checkpoint = str(max(complete, key=lambda path: int(path.name.split("-")[-1])))
-    if is_main_process():
-        log.info("resuming from checkpoint %s", checkpoint)
-    return checkpoint
+    from stages.checkpoints import resume_checkpoint
+
+    return resume_checkpoint(stage.checkpoint_dir)
 
 
-def load_data(spec: dict[str, Any]) -> Any:
+def load_data(spec: DataBlock) -> Any:
     """The `datasets.Dataset` of a stage's `data:` (or `eval_data:`) block."""
     import data_recipes
 
-    return data_recipes.load(spec["recipe"], {key: value for key, value in spec.items() if key != "recipe"})
+    return data_recipes.load(spec.recipe, spec.options)
 
 
-def load_training_data(stage: Stage) -> Any:
+def load_training_data(stage: StageFile) -> Any:
     """The stage's training set, with prompts that overlap the manifest's eval sets reported in
     `decontamination.json` and (by default) removed. Every process computes the same result."""
     dataset = load_data(stage.data)
@@ -148,28 +120,28 @@ def load_training_data(stage: Stage) -> Any:
         return dataset
     from data_recipes.decontamination import contaminated_rows, prompt_text
 
-    eval_sets = [load_data(spec) for spec in stage.decontaminate["against"]]
+    eval_sets = [load_data(spec) for spec in stage.decontaminate.against]
     # Compare bare problems where every set has them: prompts share template text.
     column = "problem" if all("problem" in data.column_names for data in [dataset, *eval_sets]) else "prompt"
     eval_prompts = [text for data in eval_sets for text in data[column]]
-    overlapping = contaminated_rows(dataset[column], eval_prompts, n=stage.decontaminate["ngram"])
+    overlapping = contaminated_rows(dataset[column], eval_prompts, n=stage.decontaminate.ngram)
     if is_main_process():
         stage.stage_dir.mkdir(parents=True, exist_ok=True)
         write_json(stage.stage_dir / "decontamination.json", {
-            "ngram": stage.decontaminate["ngram"], "compared_column": column, "eval_prompts": len(eval_prompts), "train_rows": len(dataset),
-            "overlapping_rows": len(overlapping), "removed": stage.decontaminate["remove"],
+            "ngram": stage.decontaminate.ngram, "compared_column": column, "eval_prompts": len(eval_prompts), "train_rows": len(dataset),
+            "overlapping_rows": len(overlapping), "removed": stage.decontaminate.remove,
             "examples": [prompt_text(dataset[index][column])[:200] for index in overlapping[:5]],
         })
         if overlapping:
             log.info("decontamination: %d of %d training prompts overlap the eval sets%s", len(overlapping), len(dataset),
-                     ", removed" if stage.decontaminate["remove"] else " (kept: decontamination.remove is false)")
-    if overlapping and stage.decontaminate["remove"]:
+                     ", removed" if stage.decontaminate.remove else " (kept: decontamination.remove is false)")
+    if overlapping and stage.decontaminate.remove:
         dropped = set(overlapping)
         dataset = dataset.select([index for index in range(len(dataset)) if index not in dropped])
     return dataset
 
 
-def peft_config(stage: Stage) -> Any:
+def peft_config(stage: StageFile) -> Any:
     """A peft LoraConfig from the stage's `peft:` block (its keys are LoraConfig's own fields)."""
     if not stage.peft:
         return None
@@ -217,7 +189,7 @@ def generate(
     return completions
 
 
-def save_final_model(trainer: Any, stage: Stage) -> None:
+def save_final_model(trainer: Any, stage: StageFile) -> None:
     """Save the trained model where later stages look for it; LoRA adapters are merged first, so a
     later stage loads a plain model whatever this one trained."""
     trainer.accelerator.wait_for_everyone()
@@ -234,7 +206,7 @@ def save_final_model(trainer: Any, stage: Stage) -> None:
 
 
 def train_and_save(
-    trainer: Any, stage: Stage, curves: list[str], save_as: Stage | None = None, evaluate: bool = False,
+    trainer: Any, stage: StageFile, curves: list[str], save_as: StageFile | None = None, evaluate: bool = False,
 ) -> dict[str, Any]:
     """What every training stage does with its trainer: train (resuming from the stage's last complete
     checkpoint), save the final model where later stages look for it, optionally run the trainer's own
@@ -285,7 +257,7 @@ def plot_curves(log_history: list[dict[str, Any]], keys: list[str], path: Path) 
     plt.close(figure)
 
 
-def finish(stage: Stage, metrics: dict[str, Any]) -> None:
+def finish(stage: StageFile, metrics: dict[str, Any]) -> None:
     """Write metrics and then the done marker (last, so its presence means everything is there),
     and close the process group cleanly (multi-process DeepSpeed aborts at exit otherwise)."""
     if is_main_process():
@@ -302,3 +274,68 @@ def write_json(path: Path, payload: Any) -> None:
     temporary = path.with_suffix(path.suffix + ".tmp")
     temporary.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     os.replace(temporary, path)
+
+
+# -- sampling stages done in shards (prm_label, difficulty): resumable by shard, split over processes --
+
+SHARD_DIR = "partial"
+DATASET_DIR = "dataset"
+
+
+def shard_path(stage: StageFile, shard: int) -> Path:
+    return stage.stage_dir / SHARD_DIR / f"shard-{shard:05d}.json"
+
+
+def finished_shard(stage: StageFile, shard: int) -> dict[str, Any] | None:
+    """A shard an earlier run of this very stage (same fingerprint) finished, or None."""
+    path = shard_path(stage, shard)
+    if not path.is_file():
+        return None
+    payload = json.loads(path.read_text())
+    return payload if payload.get("fingerprint") == stage.fingerprint else None
+
+
+def write_shard(stage: StageFile, shard: int, payload: dict[str, Any]) -> None:
+    """Write a finished shard, stamped with the stage's fingerprint, atomically: a kill leaves it whole or absent."""
+    path = shard_path(stage, shard)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps({"fingerprint": stage.fingerprint, "shard": shard, **payload}))
+    os.replace(temporary, path)
+
+
+def unfinished_shards(stage: StageFile, num_shards: int, state: Any) -> tuple[list[int], int]:
+    """This process's share of the shards that no earlier run finished, and how many of its share were.
+
+    The shards are split between the processes by number (`split_between_processes`), so no shard is
+    sampled twice; what a kill left half-written is removed first (finished shards are whole files).
+    """
+    if state.is_main_process:
+        for leftover in (stage.stage_dir / SHARD_DIR).glob(".*.tmp"):
+            leftover.unlink()
+    state.wait_for_everyone()
+    with state.split_between_processes(list(range(num_shards))) as my_shards:
+        todo = [shard for shard in my_shards if finished_shard(stage, shard) is None]
+    return todo, len(my_shards) - len(todo)
+
+
+def all_finished_shards(stage: StageFile, num_shards: int) -> list[dict[str, Any]]:
+    """Every shard's payload, in order, once all processes are done (an error names any missing)."""
+    shards = [finished_shard(stage, shard) for shard in range(num_shards)]
+    missing = [shard for shard, payload in enumerate(shards) if payload is None]
+    if missing:
+        raise RuntimeError(f"{stage.kind}: shards {missing} were not written")
+    return shards
+
+
+def save_dataset(rows: list[dict[str, Any]], path: Path) -> None:
+    """`save_to_disk` through a staging directory, so `dataset/` only ever holds a whole dataset."""
+    import shutil
+
+    import datasets
+
+    staging = path.with_name(path.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    datasets.Dataset.from_list(rows).save_to_disk(str(staging))
+    shutil.rmtree(path, ignore_errors=True)
+    staging.rename(path)

@@ -30,7 +30,6 @@ and every process trains on the pairs read back from disk.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import random
 import shutil
@@ -39,19 +38,27 @@ from statistics import fmean
 from typing import Any, Callable
 
 from stages import common
+from stages.arguments import StageFile
 
 PAIR_COLUMNS = ["prompt", "chosen", "rejected"]
 CURVES = ["loss", "rewards/margins", "eval_loss"]
 
 
-def train(stage: common.Stage, pairs: Any, eval_pairs: Any, save_as: common.Stage) -> dict[str, Any]:
+def trainer_args(stage: StageFile, planned_world_size: int | None = None) -> Any:
+    """The DPOConfig this stage (each round of it) trains with."""
+    from trl import DPOConfig
+
+    return common.training_args(DPOConfig, stage, planned_world_size)
+
+
+def train(stage: StageFile, pairs: Any, eval_pairs: Any, save_as: StageFile) -> dict[str, Any]:
     """DPO from `stage.model_path` on the pairs, resuming from `stage`'s last checkpoint; the model is
     saved to `save_as.model_dir` and the curves beside it. Returns the training (and eval) metrics."""
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOTrainer
 
     trainer = DPOTrainer(
         model=stage.model_path,
-        args=common.training_args(DPOConfig, stage),
+        args=trainer_args(stage),
         train_dataset=pairs.select_columns(PAIR_COLUMNS),
         eval_dataset=eval_pairs,
         processing_class=common.load_tokenizer(stage.model_path),
@@ -69,7 +76,7 @@ def round_prompt_indices(num_prompts: int, per_round: int | None, seed: int, rou
     return [order[(start + offset) % num_prompts] for offset in range(per_round)]
 
 
-def sample_pairs(stage: common.Stage, round_number: int, prompts: Any, reward_fns: list, pairs_dir: Path, state: Any) -> None:
+def sample_pairs(stage: StageFile, round_number: int, prompts: Any, reward_fns: list, pairs_dir: Path, state: Any) -> None:
     """Sample the round's completions from `stage.model_path` (every process takes a slice of the
     prompts); the main process scores them and saves the pairs and the sampling figures to `pairs_dir`."""
     import datasets
@@ -77,15 +84,15 @@ def sample_pairs(stage: common.Stage, round_number: int, prompts: Any, reward_fn
     from transformers import AutoModelForCausalLM, set_seed
 
     on_policy = stage.on_policy
-    n = on_policy["num_completions"]
-    rows = prompts.select(round_prompt_indices(len(prompts), on_policy["prompts_per_round"], stage.seed, round_number))
+    n = on_policy.num_completions
+    rows = prompts.select(round_prompt_indices(len(prompts), on_policy.prompts_per_round, stage.seed, round_number))
     model = AutoModelForCausalLM.from_pretrained(stage.model_path).to(state.device).eval()
     tokenizer = common.load_tokenizer(stage.model_path)
     set_seed(stage.seed + round_number)
     with state.split_between_processes(list(rows["prompt"])) as my_prompts:  # a list: it passes a datasets Column through unsplit
         my_texts = common.generate(
-            model, tokenizer, my_prompts, max_new_tokens=on_policy["max_new_tokens"], batch_size=on_policy["generation_batch_size"],
-            temperature=on_policy["temperature"], num_return_sequences=n,
+            model, tokenizer, my_prompts, max_new_tokens=on_policy.max_new_tokens, batch_size=on_policy.generation_batch_size,
+            temperature=on_policy.temperature, num_return_sequences=n,
         )
     texts = gather_object(my_texts)
     if not state.is_main_process:
@@ -95,7 +102,7 @@ def sample_pairs(stage: common.Stage, round_number: int, prompts: Any, reward_fn
     completions = [[{"role": "assistant", "content": text}] for text in texts] if conversational else texts
     completion_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
     scores, reward_means = score(reward_fns, rows, completions, completion_ids, n)
-    pairs = preference_pairs(list(rows["prompt"]), completions, scores, n, on_policy["margin"])
+    pairs = preference_pairs(list(rows["prompt"]), completions, scores, n, on_policy.margin)
     sampling = {
         "prompts_tried": len(rows),
         "samples": len(texts),
@@ -150,13 +157,13 @@ def preference_pairs(prompts: list[Any], completions: list[Any], scores: list[fl
     return pairs
 
 
-def end_without_pairs(stage: common.Stage, round_number: int, model_path: str, state: Any) -> None:
+def end_without_pairs(stage: StageFile, round_number: int, model_path: str, state: Any) -> None:
     """A round whose samples gave no pair: the rewards no longer separate the model's completions
     (often: it is right, or wrong, on every sample). In round 1 nothing was trained, an error; later,
     the stage ends early with the last trained model, and the metrics show the empty round."""
     message = (
-        f"round {round_number}: on no prompt did the {stage.on_policy['num_completions']} completions' scores differ "
-        f"by margin {stage.on_policy['margin']}"
+        f"round {round_number}: on no prompt did the {stage.on_policy.num_completions} completions' scores differ "
+        f"by margin {stage.on_policy.margin}"
     )
     if round_number == 1:
         raise RuntimeError(f"{message}; lower on_policy.margin, or raise temperature, num_completions or prompts_per_round")
@@ -166,18 +173,18 @@ def end_without_pairs(stage: common.Stage, round_number: int, model_path: str, s
     state.wait_for_everyone()
 
 
-def run_on_policy(stage: common.Stage, eval_pairs: Any) -> dict[str, Any]:
+def run_on_policy(stage: StageFile, eval_pairs: Any) -> dict[str, Any]:
     """All rounds, skipping finished ones; the metrics of each round, and the last round's training metrics on top."""
     import datasets
 
     import rewards
 
     prompts = common.load_training_data(stage)
-    reward_fns = [(spec["name"], spec["weight"], rewards.build(spec["name"], spec["options"])) for spec in stage.rewards]
+    reward_fns = [(spec.name, spec.weight, rewards.build(spec.name, spec.options)) for spec in stage.rewards]
     state = common.distributed_state()
-    records, model_path, last_round = [], stage.model_path, stage.on_policy["rounds"]
+    records, model_path, last_round = [], stage.model_path, stage.on_policy.rounds
     for round_number in range(1, last_round + 1):
-        round_stage = dataclasses.replace(stage, stage_dir=stage.stage_dir / "rounds" / f"round_{round_number}", model_path=model_path)
+        round_stage = stage.model_copy(update={"stage_dir": stage.stage_dir / "rounds" / f"round_{round_number}", "model_path": model_path})
         save_as = stage if round_number == last_round else round_stage
         finished = round_stage.stage_dir / "round.json"
         if finished.is_file():
@@ -206,7 +213,7 @@ def run_on_policy(stage: common.Stage, eval_pairs: Any) -> dict[str, Any]:
     return {**last_trained["training"], "rounds": records}
 
 
-def run(stage: common.Stage) -> None:
+def run(stage: StageFile) -> None:
     eval_pairs = common.load_data(stage.eval_data).select_columns(PAIR_COLUMNS) if stage.eval_data else None
     if stage.on_policy is None:
         metrics = train(stage, common.load_training_data(stage), eval_pairs, save_as=stage)

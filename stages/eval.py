@@ -22,7 +22,7 @@ from typing import Any
 
 from data_recipes.math_sets import last_boxed
 from stages import common
-from stages.arguments import EvalArgs
+from stages.arguments import EvalArgs, StageFile
 
 
 def pass_at_k(samples: int, correct: int, k: int) -> float:
@@ -157,7 +157,7 @@ def plot_by_level(stage_name: str, report: dict[str, Any], path: Any) -> None:
     plt.close(figure)
 
 
-def run(stage: common.Stage) -> None:
+def run(stage: StageFile) -> None:
     import torch
     from accelerate.utils import gather_object
     from transformers import AutoModelForCausalLM
@@ -186,7 +186,7 @@ def run(stage: common.Stage) -> None:
                        answer=[dataset[i]["answer"] for i in repeated])
         # The stage's rewards, if any, act as verifiers: they rate samples, math_accuracy still judges them.
         ratings = {
-            reward["name"]: [0.0 if value is None else value for value in rewards.build(reward["name"], reward["options"])(
+            reward.name: [0.0 if value is None else value for value in rewards.build(reward.name, reward.options)(
                 prompts=[dataset[i]["prompt"] for i in repeated], completions=completions,
                 **{column: [dataset[i][column] for i in repeated] for column in dataset.column_names if column != "prompt"})]
             for reward in stage.rewards

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from stages import common
+from stages.arguments import StageFile
 
 CURVES = ["reward", "frac_reward_zero_std", "loss", "completions/mean_length"]
 
@@ -27,13 +28,20 @@ def last_logged(log_history: list[dict[str, Any]], key: str) -> float | None:
     return values[-1] if values else None
 
 
-def run(stage: common.Stage) -> None:
-    from trl import GRPOConfig, GRPOTrainer
+def trainer_args(stage: StageFile, planned_world_size: int | None = None) -> Any:
+    """The GRPOConfig this stage trains with: the rewards' weights become `reward_weights` unless `args` sets them."""
+    from trl import GRPOConfig
+
+    return common.training_args(GRPOConfig, stage, planned_world_size, reward_weights=[reward.weight for reward in stage.rewards])
+
+
+def run(stage: StageFile) -> None:
+    from trl import GRPOTrainer
 
     import rewards
 
-    reward_functions = [rewards.build(reward["name"], reward["options"]) for reward in stage.rewards]
-    args = common.training_args(GRPOConfig, stage, reward_weights=[reward["weight"] for reward in stage.rewards])
+    reward_functions = [rewards.build(reward.name, reward.options) for reward in stage.rewards]
+    args = trainer_args(stage)
     train_dataset = common.load_training_data(stage)
     trainer_class, trainer_rewards, callbacks, curriculum = GRPOTrainer, reward_functions, [], None
     if stage.curriculum is not None:

@@ -31,6 +31,7 @@ from transformers import TrainingArguments
 
 from rewards.steps import IGNORE_INDEX, prompt_text, separator_ids, step_probabilities, tokenize_row
 from stages import common
+from stages.arguments import StageFile
 from stages.prm_steps import auc, hard, roc_curve, step_metrics
 
 CURVES = ["loss", "eval_loss", "learning_rate"]
@@ -152,7 +153,7 @@ def disable_dropout(model: Any) -> None:
             module.attention_dropout = 0.0
 
 
-def load_model(stage: common.Stage, config: PRMConfig) -> Any:
+def load_model(stage: StageFile, config: PRMConfig) -> Any:
     """The token classifier (a new one-logit head on the stage's starting model), LoRA-wrapped if asked."""
     from transformers import AutoModelForTokenClassification
 
@@ -220,10 +221,15 @@ def plot_roc(truth: list[list[bool]], scores: list[list[float]], path: Any) -> N
     plt.close(figure)
 
 
-def run(stage: common.Stage) -> None:
+def trainer_args(stage: StageFile, planned_world_size: int | None = None) -> PRMConfig:
+    """The PRMConfig this stage trains with."""
+    return common.training_args(PRMConfig, stage, planned_world_size)
+
+
+def run(stage: StageFile) -> None:
     from transformers import Trainer
 
-    config = common.training_args(PRMConfig, stage)
+    config = trainer_args(stage)
     tokenizer = common.load_tokenizer(stage.model_path)
     separator_ids(tokenizer, config.step_separator)  # fail now, not after loading data, on a separator that tokenizes to nothing
 

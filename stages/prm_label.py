@@ -56,71 +56,18 @@ With several processes, each labels its share of the shards and the main process
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import os
 import random
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 from data_recipes.math_sets import last_boxed
 from rewards.steps import prompt_text, split_steps
 from stages import common
+from stages.arguments import PRMLabelArgs, StageFile
 
 log = logging.getLogger("gradus")
-
-SHARD_DIR = "partial"
-DATASET_DIR = "dataset"
-
-
-@dataclasses.dataclass
-class PRMLabelArgs:
-    """How the `prm_label` stage samples solutions and labels their steps (the manifest's `args`)."""
-
-    method: Literal["mc", "binary_search"] = "mc"
-    """mc: roll out from every step prefix (Math-Shepherd); binary_search: search for the first wrong step
-    (OmegaPRM), fewer rollouts, soft labels only where measured."""
-    num_solutions: int = 4
-    """Solutions sampled per problem; each becomes one row of the dataset."""
-    rollouts_per_step: int = 8
-    """k: continuations sampled from each step prefix that is rolled out."""
-    temperature: float = 1.0
-    """Sampling temperature of the solutions and of the rollouts (must be above 0)."""
-    top_p: float = 1.0
-    max_new_tokens: int = 256
-    """Longest solution sampled, and longest continuation of a prefix."""
-    step_separator: str = "\n"
-    """What separates steps in a solution; the PRM stage must use the same."""
-    batch_size: int = 256
-    """Sequences generated together (prompts x their samples) in one `generate` call."""
-    max_problems: int | None = None
-    """Label only the first this many problems of the data (all of them when null)."""
-    problems_per_shard: int = 16
-    """Problems labelled together and saved as one shard: the unit a rerun resumes from."""
-    balance: bool = False
-    """Drop single-class rows of the majority class until positive and negative steps are as even as
-    that allows (OmegaPRM's balancing; see the module docstring)."""
-    seed: int | None = None
-    """Sampling seed; defaults to the manifest's seed."""
-
-    def __post_init__(self) -> None:
-        checks = {
-            "method": self.method in ("mc", "binary_search"),
-            "num_solutions": self.num_solutions >= 1,
-            "rollouts_per_step": self.rollouts_per_step >= 1,
-            "temperature": self.temperature > 0,
-            "max_new_tokens": self.max_new_tokens >= 1,
-            "step_separator": self.step_separator != "",
-            "batch_size": self.batch_size >= 1,
-            "max_problems": self.max_problems is None or self.max_problems >= 1,
-            "problems_per_shard": self.problems_per_shard >= 1,
-        }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"prm_label args: invalid {', '.join(f'{name}={getattr(self, name)!r}' for name in bad)}")
-
 
 # ---------------------------------------------------------------------------------------------------
 # Labelling logic: pure functions of the solutions and a rollout oracle (tests script the oracle).
@@ -348,20 +295,7 @@ def label_problems(
 # ---------------------------------------------------------------------------------------------------
 
 
-def shard_path(stage: common.Stage, shard: int) -> Path:
-    return stage.stage_dir / SHARD_DIR / f"shard-{shard:05d}.json"
-
-
-def finished_shard(stage: common.Stage, shard: int) -> dict[str, Any] | None:
-    """A shard an earlier run of this very stage finished, or None."""
-    path = shard_path(stage, shard)
-    if not path.is_file():
-        return None
-    payload = json.loads(path.read_text())
-    return payload if payload.get("fingerprint") == stage.fingerprint else None
-
-
-def label_shard(stage: common.Stage, shard: int, problems: list[dict[str, Any]], sample: Sampler,
+def label_shard(stage: StageFile, shard: int, problems: list[dict[str, Any]], sample: Sampler,
                 score: Callable, args: PRMLabelArgs, seed: int) -> dict[str, Any]:
     """Label one shard's problems and write the shard file (atomically); return its content."""
     from transformers import set_seed
@@ -370,14 +304,10 @@ def label_shard(stage: common.Stage, shard: int, problems: list[dict[str, Any]],
     set_seed(seed + shard)  # per shard, so a resumed stage samples what an uninterrupted one would
     rows, counts = label_problems(problems, sample, score, args)
     payload = {
-        "fingerprint": stage.fingerprint, "shard": shard, "problems": [problem["problem_index"] for problem in problems],
+        "problems": [problem["problem_index"] for problem in problems],
         "rows": rows, "rollouts": sum(row["rollouts"] for row in rows), "seconds": round(time.time() - started, 2), **counts,
     }
-    path = shard_path(stage, shard)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(payload))
-    os.replace(temporary, path)  # atomic: a kill leaves the shard whole or absent
+    common.write_shard(stage, shard, payload)
     return payload
 
 
@@ -392,7 +322,7 @@ def label_metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def run(stage: common.Stage) -> None:
+def run(stage: StageFile) -> None:
     from accelerate.utils import gather_object
     from transformers import AutoModelForCausalLM
 
@@ -405,14 +335,8 @@ def run(stage: common.Stage) -> None:
     num_problems = len(dataset) if args.max_problems is None else min(args.max_problems, len(dataset))
     num_shards = -(-num_problems // args.problems_per_shard)
     state = common.distributed_state()
-    if state.is_main_process:  # what a kill mid-write left; finished shards are whole files
-        for leftover in (stage.stage_dir / SHARD_DIR).glob(".*.tmp"):
-            leftover.unlink()
-    state.wait_for_everyone()
-
-    with state.split_between_processes(list(range(num_shards))) as my_shards:
-        todo = [shard for shard in my_shards if finished_shard(stage, shard) is None]
-    resumed = gather_object([len(my_shards) - len(todo)])
+    todo, resumed_here = common.unfinished_shards(stage, num_shards, state)
+    resumed = gather_object([resumed_here])
     rollouts_this_run = 0
     if todo:
         model = AutoModelForCausalLM.from_pretrained(stage.model_path).to(state.device).eval()
@@ -434,17 +358,14 @@ def run(stage: common.Stage) -> None:
     state.wait_for_everyone()
 
     if state.is_main_process:
-        shards = [finished_shard(stage, shard) for shard in range(num_shards)]
-        missing = [shard for shard, payload in enumerate(shards) if payload is None]
-        if missing:
-            raise RuntimeError(f"prm_label: shards {missing} were not written")
+        shards = common.all_finished_shards(stage, num_shards)
         rows = [row for payload in shards for row in payload["rows"]]
         if not rows:
             raise RuntimeError("prm_label: no solution could be labelled (every gold unparseable, or every sample empty)")
         before = label_metrics(rows)
         if args.balance:
             rows = balance_rows(rows, seed)
-        save_dataset(rows, stage.stage_dir / DATASET_DIR)
+        common.save_dataset(rows, stage.stage_dir / common.DATASET_DIR)
         metrics = {
             "method": args.method,
             "problems": num_problems,
@@ -468,19 +389,6 @@ def run(stage: common.Stage) -> None:
         common.finish(stage, metrics)
     else:
         common.finish(stage, {})
-
-
-def save_dataset(rows: list[dict[str, Any]], path: Path) -> None:
-    """`save_to_disk` through a staging directory, so `dataset/` only ever holds a whole dataset."""
-    import shutil
-
-    import datasets
-
-    staging = path.with_name(path.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    datasets.Dataset.from_list(rows).save_to_disk(str(staging))
-    shutil.rmtree(path, ignore_errors=True)
-    staging.rename(path)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@ A `peft:` block trains LoRA adapters instead of the full model; they are merged 
 
 from __future__ import annotations
 
+from typing import Any
+
 from stages import common
+from stages.arguments import StageFile
 
 
 def text_columns(dataset) -> list[str]:
@@ -16,8 +19,15 @@ def text_columns(dataset) -> list[str]:
     return ["messages"] if "messages" in dataset.column_names else ["prompt", "completion"]
 
 
-def run(stage: common.Stage) -> None:
-    from trl import SFTConfig, SFTTrainer
+def trainer_args(stage: StageFile, planned_world_size: int | None = None) -> Any:
+    """The SFTConfig this stage trains with (also what `gradus plan`'s preflight constructs)."""
+    from trl import SFTConfig
+
+    return common.training_args(SFTConfig, stage, planned_world_size)
+
+
+def run(stage: StageFile) -> None:
+    from trl import SFTTrainer
 
     train_dataset = common.load_training_data(stage)
     train_dataset = train_dataset.select_columns(text_columns(train_dataset))
@@ -28,7 +38,7 @@ def run(stage: common.Stage) -> None:
 
     trainer = SFTTrainer(
         model=stage.model_path,
-        args=common.training_args(SFTConfig, stage),
+        args=trainer_args(stage),
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=common.load_tokenizer(stage.model_path),

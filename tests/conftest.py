@@ -65,6 +65,12 @@ def sigkill_runner_when(manifest_path: Path, marker: Path, env: dict[str, str] |
     time.sleep(3)  # the launched stage gets SIGTERM from its dying parent; give it time to go
 
 
+@pytest.fixture(autouse=True, scope="session")
+def own_preflight_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Every test process and the gradus processes it starts share one fresh preflight cache, never the user's."""
+    os.environ["GRADUS_CACHE_DIR"] = str(tmp_path_factory.mktemp("gradus-cache"))
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.manifest import ManifestError, load_manifest
+from pipeline.preflight import checked_plan
 from tests.conftest import tiny_manifest, write_manifest
 
 
@@ -17,7 +18,7 @@ def error_for(tmp_path: Path, mutate) -> str:
     manifest = tiny_manifest(tmp_path / "run")
     mutate(manifest)
     with pytest.raises(ManifestError) as caught:
-        load_manifest(write_manifest(tmp_path / "m.yaml", manifest))
+        checked_plan(write_manifest(tmp_path / "m.yaml", manifest))
     message = str(caught.value)
     assert "\n" not in message
     return message

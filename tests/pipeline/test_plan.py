@@ -84,7 +84,7 @@ def test_editing_a_data_file_changes_the_fingerprint(tmp_path):
 def test_stage_file_names_upstream_model(tmp_path):
     plan = plan_for(tmp_path, tiny_manifest(tmp_path / "run"))
     assert plan.stages[0].model_path == str((tmp_path / "run" / "base_model").resolve())
-    assert plan.stages[1].resolved["model_path"] == str(plan.stages[0].stage_dir / "model")
+    assert plan.stages[1].resolved.model_path == str(plan.stages[0].stage_dir / "model")
 
 
 def test_multi_node_example_plans_one_command_per_node(shared_data, tmp_path):

@@ -65,7 +65,7 @@ def test_prm_stage_with_lora_learns_a_soft_labelled_step_signal_in_process(tmp_p
     odd digit. Its labels are soft (0.8 right, 0.1 wrong), so the AUC also shows they were not truncated:
     cast to int, both would be 0 and there would be nothing to rank."""
     from stages import prm
-    from stages.common import Stage
+    from stages.arguments import StageFile
     from stages.models import build_tiny_model
 
     base = tmp_path / "base"
@@ -76,7 +76,7 @@ def test_prm_stage_with_lora_learns_a_soft_labelled_step_signal_in_process(tmp_p
         row["hard_labels"] = [label >= 0.5 for label in row["labels"]]
     train = write_rows(tmp_path / "train.jsonl", rows[:160])
     held_out = write_rows(tmp_path / "eval.jsonl", rows[160:])
-    stage = Stage(
+    stage = StageFile(
         name="prm", kind="prm", fingerprint="test", seed=0, stage_dir=tmp_path / "prm", model_path=str(base),
         data={"recipe": "jsonl", "path": str(train)}, eval_data={"recipe": "jsonl", "path": str(held_out)},
         args={**PRM_ARGS, "max_steps": 60, "learning_rate": 2e-2, "save_steps": 60},

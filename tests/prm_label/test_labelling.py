@@ -17,8 +17,8 @@ import sys
 import pytest
 
 from data_recipes.synthetic import SyntheticOptions, apply, generate, step_goodness
+from stages.arguments import PRMLabelArgs
 from stages.prm_label import (
-    PRMLabelArgs,
     PrefixRollouts,
     Solution,
     balance_rows,

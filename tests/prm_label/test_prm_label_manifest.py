@@ -26,8 +26,9 @@ def test_a_good_stage_plans_and_its_dataset_feeds_a_prm_stage(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     ({"rollouts_per_stepp": 4}, "not a field of PRMLabelArgs (did you mean 'rollouts_per_step'?)"),
-    ({"method": "beam"}, "'beam' is not a valid"),
-    ({"num_solutions": "four"}, "is not a valid int"),
+    ({"method": "beam"}, "field 'args.method': Input should be 'mc' or 'binary_search' (got 'beam')"),
+    ({"num_solutions": "four"}, "field 'args.num_solutions': Input should be a valid integer"),
+    ({"rollouts_per_step": 0}, "field 'args': invalid rollouts_per_step=0"),
 ])
 def test_bad_args_fail_the_plan(tmp_path, args, message):
     with pytest.raises(ManifestError, match="stage 'labels': field 'args") as error:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from stages.common import Stage
+from stages.arguments import StageFile
 from stages.dpo import end_without_pairs, preference_pairs, round_prompt_indices, score
 from tests.conftest import TINY_MODEL, gradus, sigkill_runner_when, tiny_manifest, write_manifest
 
@@ -71,8 +71,8 @@ class OneProcess:
 
 
 def test_a_round_without_pairs_ends_the_stage_with_the_last_trained_model_or_fails_round_one(tmp_path):
-    stage = Stage(name="dpo", kind="dpo", fingerprint="f", seed=0, stage_dir=tmp_path / "dpo", model_path="unused",
-                  data={}, on_policy={"num_completions": 4, "margin": 0.5})
+    stage = StageFile(name="dpo", kind="dpo", fingerprint="f", seed=0, stage_dir=tmp_path / "dpo", model_path="unused",
+                  data={"recipe": "unused"}, on_policy={"num_completions": 4, "margin": 0.5})
     previous_model = tmp_path / "dpo" / "rounds" / "round_1" / "model"
     previous_model.mkdir(parents=True)
     (previous_model / "model.safetensors").write_text("weights")

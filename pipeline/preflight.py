@@ -1,0 +1,125 @@
+"""Before anything launches: every stage that will run gets its real trainer config built once.
+
+The manifest's own checks (pipeline/manifest.py) need no torch. What only TRL knows (its configs'
+fields, types and `__post_init__` checks, the trainers' batch arithmetic) is asked of one subprocess,
+`python -m stages.preflight`, for all the stages that will run at once; stages the ledger says are
+done with the same fingerprint are not asked about. A stage whose check passed is remembered in a
+cache keyed by what the check reads (the stage's kind, args, peft, rewards, curriculum, on-policy
+block and world size) and by the installed versions of the libraries that do the checking, so an
+unchanged manifest is planned again without importing TRL at all. Upgrading trl, transformers,
+accelerate, peft or torch, or gradus's own checks, invalidates it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import launch
+from pipeline.manifest import ManifestError, load_manifest
+from pipeline.plan import Plan, PlannedStage, make_plan
+
+TRAINER_KINDS = frozenset({"sft", "grpo", "dpo", "prm"})
+CACHE_SIZE = 2000
+CHECKED_BY = ("trl", "transformers", "accelerate", "peft", "torch")
+REPO = Path(__file__).resolve().parents[1]
+CHECK_SOURCES = (REPO / "stages" / "preflight.py", REPO / "stages" / "arguments.py", REPO / "stages" / "common.py")
+
+
+def cache_path() -> Path:
+    """`$GRADUS_CACHE_DIR/preflight.json`, by default under `$XDG_CACHE_HOME` (or ~/.cache)/gradus."""
+    root = os.environ.get("GRADUS_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gradus"
+    return Path(root) / "preflight.json"
+
+
+def checked_plan(manifest_path: str | Path) -> Plan:
+    """The plan of a manifest whose every stage passed every check, the preflight's included."""
+    plan = make_plan(load_manifest(manifest_path))
+    check(plan.stages)
+    return plan
+
+
+def check(stages: Iterable[PlannedStage]) -> None:
+    """Raise ManifestError (one line: the stage and the field) for the first stage TRL would refuse."""
+    pending = [stage for stage in stages if stage.kind in TRAINER_KINDS]
+    if not pending:
+        return
+    known = _read_cache()
+    keys = {stage.name: _key(stage) for stage in pending}
+    unchecked = [stage for stage in pending if keys[stage.name] not in known]
+    if not unchecked:
+        return
+    with tempfile.TemporaryDirectory(prefix="gradus-preflight-") as scratch:
+        files = []
+        for stage in unchecked:
+            path = Path(scratch) / f"{stage.name}.yaml"
+            stage.resolved.write(path)
+            files.append(str(path))
+        result_path = Path(scratch) / "result.json"
+        finished = subprocess.run(
+            [sys.executable, "-m", "stages.preflight", *files, "--out", str(result_path)],
+            capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"},
+        )
+        if finished.returncode != 0 or not result_path.is_file():
+            last = (finished.stderr.strip().splitlines() or ["no output"])[-1]
+            raise ManifestError(f"the preflight check of the trainer configs crashed: {last}")
+        problems = json.loads(result_path.read_text())["problems"]
+    failed = {problem["stage"] for problem in problems}
+    _write_cache([*known, *(keys[stage.name] for stage in unchecked if stage.name not in failed)])
+    if problems:
+        first = problems[0]
+        raise ManifestError(f"stage {first['stage']!r}: field '{first['field']}': {first['message']}")
+
+
+def _key(stage: PlannedStage) -> str:
+    """What the preflight's verdict on a stage depends on."""
+    resolved = stage.resolved
+    what_is_checked = resolved.model_dump(mode="json", include={"kind", "args", "peft", "rewards", "curriculum", "on_policy", "num_processes"})
+    what_is_checked["eval_data"] = resolved.eval_data is not None
+    payload = {"stage": what_is_checked, "libraries": _library_versions(), "gpu": launch.has_gpu(), "checks": _check_sources_digest()}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _library_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in CHECKED_BY:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _check_sources_digest() -> str:
+    digest = hashlib.sha256()
+    for path in CHECK_SOURCES:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _read_cache() -> list[str]:
+    try:
+        return list(json.loads(cache_path().read_text())["passed"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def _write_cache(passed: list[str]) -> None:
+    """The newest CACHE_SIZE verdicts, best effort (a read-only home only costs the next plan its
+    speed), written atomically."""
+    path = cache_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".preflight-")
+        with os.fdopen(handle, "w") as file:
+            json.dump({"passed": list(dict.fromkeys(passed))[-CACHE_SIZE:]}, file)
+        os.replace(temporary, path)
+    except OSError:
+        pass
