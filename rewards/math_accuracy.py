@@ -1,9 +1,12 @@
 r"""`math_accuracy`: does the completion's final answer equal the gold `answer`, by math-verify?
 
-Scores 1.0 or 0.0, and None (not applicable) for a row whose gold cannot be parsed. The gold column is
-`answer` and holds only the final answer ("72", "\frac{1}{2}"), not a worked solution and not wrapped in
-\boxed{}: data recipes extract it (open-r1#628 shows what parsing whole solutions does). Which part of a
-completion counts as its answer, and how the gold is parsed, is documented in `rewards.math_scoring`.
+Scores 1.0 or 0.0, and None (not applicable) for every row whose gold is not math: prose, an ambiguous
+number, a product of letters (`rewards.math_scoring.parse_gold`). Such golds are counted, distinct, in
+`unusable_golds` (and `metrics()`), so that a broken dataset shows in a stage's metrics instead of as a
+silent reward. The gold column is `answer` and holds only the final answer ("72", "\frac{1}{2}"), not a
+worked solution and not wrapped in \boxed{}: data recipes extract it (open-r1#628 shows what parsing
+whole solutions does). Which part of a completion counts as its answer, the one rule for digit
+separators, and how gold and answer are compared: `rewards.answer_text` and `rewards.math_scoring`.
 
 Timeouts. math-verify bounds its parsing and comparisons with `signal.alarm`, which works only in a
 process's main thread: elsewhere it raises, and TRL's own answer there is to switch timeouts off. Here a
@@ -22,12 +25,14 @@ main module in each worker: a script that scores with this reward needs the usua
 import threading
 from functools import partial
 
-from rewards.completions import completion_text
+from rewards.answer_text import ReasoningTags, reasoning_answer
 from rewards.worker_pool import TimedWorkerPool
 
 # One item is at most a gold parse, an answer parse and a few gold x answer comparisons, each under
 # math-verify's own timeout. The wall-clock limit only has to catch what a signal cannot interrupt.
 WALL_CLOCK_TIMEOUTS_PER_ITEM = 6
+# Unusable golds listed by `metrics()`: enough to see what is wrong with a dataset.
+UNUSABLE_GOLD_EXAMPLES = 10
 
 
 class MathAccuracy:
@@ -39,11 +44,23 @@ class MathAccuracy:
         workers: processes in the scoring pool, started on the first batch that needs them.
         parallel_threshold: batches of at least this many distinct (gold, completion) pairs go to the pool
             even from the main thread. Below it, the pool's messaging costs more than it saves.
+        reasoning_tags: for reasoning models, score only the answer after a closed reasoning block
+            (TRL's `reasoning_accuracy_reward`): true for `<think>`/`</think>`, or a template's own
+            [opening, closing] tags. An answer only inside the reasoning, or a block left open, scores
+            0.0. Off by default (the embedded tiny model does not reason in tags).
+        decimal_comma: the data writes decimal commas (`3,5` is 3.5); see `rewards.answer_text`.
     """
 
     __name__ = "math_accuracy"  # what plain TRL logs it as (rewards/math_accuracy/mean)
 
-    def __init__(self, timeout_seconds: int = 5, workers: int = 2, parallel_threshold: int = 32) -> None:
+    def __init__(
+        self,
+        timeout_seconds: int = 5,
+        workers: int = 2,
+        parallel_threshold: int = 32,
+        reasoning_tags: bool | list[str] | None = None,
+        decimal_comma: bool = False,
+    ) -> None:
         if not isinstance(timeout_seconds, int) or timeout_seconds < 1:
             # A float would reach signal.alarm, raise there, be swallowed by math-verify, and score every row 0.0.
             raise ValueError(f"timeout_seconds must be a whole number of seconds >= 1, got {timeout_seconds!r}")
@@ -51,18 +68,37 @@ class MathAccuracy:
             raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
         if not isinstance(parallel_threshold, int) or parallel_threshold < 0:
             raise ValueError(f"parallel_threshold must be an integer >= 0, got {parallel_threshold!r}")
+        if not isinstance(decimal_comma, bool):
+            raise ValueError(f"decimal_comma must be true or false, got {decimal_comma!r}")
         self.timeout_seconds = timeout_seconds
         self.workers = workers
         self.parallel_threshold = parallel_threshold
+        self.reasoning_tags = reasoning_tags
+        self.decimal_comma = decimal_comma
+        self._tags = ReasoningTags.of(reasoning_tags)
+        self._unusable_golds: set[str] = set()
         self._pool: TimedWorkerPool | None = None
         self._pool_lock = threading.Lock()
 
     def __call__(self, prompts: list, completions: list, answer: list, **kwargs: object) -> list[float | None]:
-        pairs = [(_gold_text(gold), completion_text(completion)) for gold, completion in zip(answer, completions, strict=True)]
+        # Only the answer part travels to the scorer: the reasoning block is cut off here, in the caller.
+        pairs = [
+            (_gold_text(gold), reasoning_answer(completion, self._tags)) for gold, completion in zip(answer, completions, strict=True)
+        ]
         # GRPO groups often repeat a completion word for word; score each distinct pair once.
         distinct_pairs = list(dict.fromkeys(pairs))
         score_of = dict(zip(distinct_pairs, self._score(distinct_pairs), strict=True))
+        self._unusable_golds.update(gold or "" for (gold, _), score in score_of.items() if score is None)
         return [score_of[pair] for pair in pairs]
+
+    @property
+    def unusable_golds(self) -> int:
+        """How many distinct golds scored None so far (not math, or missing): each is a broken dataset row."""
+        return len(self._unusable_golds)
+
+    def metrics(self) -> dict[str, int | list[str]]:
+        """For a stage's metrics: the count of distinct unusable golds and the first few of them, sorted."""
+        return {"unusable_golds": self.unusable_golds, "unusable_gold_examples": sorted(self._unusable_golds)[:UNUSABLE_GOLD_EXAMPLES]}
 
     def close(self) -> None:
         """Stop the worker processes (they also stop when this reward is garbage collected)."""
@@ -71,11 +107,11 @@ class MathAccuracy:
                 self._pool.close()
                 self._pool = None
 
-    def _score(self, pairs: list[tuple[str | None, str]]) -> list[float | None]:
+    def _score(self, pairs: list[tuple[str | None, str | None]]) -> list[float | None]:
         # Imported here, not at the top: math_verify takes ~0.3 s to import, which `gradus plan` should not pay.
         from rewards import math_scoring
 
-        score = partial(math_scoring.score_pair, timeout_seconds=self.timeout_seconds)
+        score = partial(math_scoring.score_pair, timeout_seconds=self.timeout_seconds, decimal_comma=self.decimal_comma)
         in_main_thread = threading.current_thread() is threading.main_thread()
         if in_main_thread and len(pairs) < self.parallel_threshold:
             return [score(pair) for pair in pairs]
@@ -93,7 +129,10 @@ class MathAccuracy:
 
     def __getstate__(self) -> dict:
         """Pickle the options only: TRL may send reward functions to another process, which starts its own pool."""
-        return {"timeout_seconds": self.timeout_seconds, "workers": self.workers, "parallel_threshold": self.parallel_threshold}
+        return {
+            "timeout_seconds": self.timeout_seconds, "workers": self.workers, "parallel_threshold": self.parallel_threshold,
+            "reasoning_tags": self.reasoning_tags, "decimal_comma": self.decimal_comma,
+        }
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(**state)

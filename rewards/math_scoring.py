@@ -1,76 +1,245 @@
-"""Score one (gold answer, completion text) pair with math-verify, in the main thread of the calling process.
+r"""Score one (gold answer, completion text) pair with math-verify, in the main thread of the calling process.
 
 This module holds everything that imports math_verify (sympy + ANTLR, ~0.3 s to import), so that
 `gradus plan`, which only checks signatures, never pays for it, and so that worker processes import
 only what they run. Its functions rely on math-verify's own `signal.alarm` timeouts, which work only in
 a process's main thread: `rewards.math_accuracy` calls them inline from the main thread, or in a worker
 process (whose main thread runs them).
+
+How a pair is scored (the text rules are `rewards.answer_text`'s):
+  1. The gold is read as math or not at all (`parse_gold`): None for every completion otherwise.
+  2. The completion's answer is the part after a closed reasoning block (with reasoning tags), then
+     its final box; a completion without a box may still state its answer after the word "answer"
+     ("The answer is 72."), which math-verify finds as TRL's and open-r1's accuracy rewards do, never
+     a number met in the reasoning. Several answers stated that way ("the answer is 7 or 8") score 0.
+  3. Gold and answer go through the same digit-separator rule and the same parse (`parse_math`: the
+     text inside `\boxed{}`), so a gold always verifies against itself. An ambiguous answer scores 0.
+  4. An answer written exactly as the gold scores 1.0, and two plain numbers are compared exactly,
+     both without sympy (most GSM8K and half of MATH); everything else by math-verify's `verify`, gold
+     first, plus one guard: two exact numbers (no decimal in either) that math-verify calls equal only
+     because it rounds their difference to 0 at 15 digits (`1/2^99` and `1/2^98`, Math-Verify#14) are not.
 """
 
+from __future__ import annotations
+
 import logging
+import re
+from fractions import Fraction
 from functools import lru_cache
 
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+from math_verify.errors import TimeoutException
+from math_verify.utils import timeout
+from sympy import Basic, Expr, FiniteSet, Float, MatrixBase, Mul, Symbol, Tuple
+from sympy import E as EULER
+from sympy import I as IMAGINARY_UNIT
 
-# Where the answer is read from a completion, in math-verify's priority order: a \boxed{} first
-# (priority 0; among matches math-verify tries the rightmost first, so the last box wins), then
-# "final answer is ..." and "answer: ..." anchors, in LaTeX or as a plain number or expression.
-# try_extract_without_anchor=False, as in TRL's and open-r1's accuracy_reward, so that a number met in
-# the reasoning never counts as the answer.
-# Unlike TRL and open-r1, the LaTeX normalisation is math-verify's default (malformed_operators and
-# nits on), the same one the gold gets: with theirs, MATH-500 golds written `\frac43` or `11\sqrt2`
-# do not verify against themselves.
-ANSWER_EXTRACTION = (
-    LatexExtractionConfig(boxed_match_priority=0, try_extract_without_anchor=False),
+from rewards.answer_text import final_box, has_box, read_numbers, tidy
+
+# Where math-verify looks for an answer in a completion that has no \boxed{}: after an "answer" anchor
+# ("final answer is ...", "answer: ..."), in LaTeX or as a plain number or expression, never without
+# one (try_extract_without_anchor=False, as in TRL's and open-r1's accuracy_reward).
+# How an answer, once found, is read: as the content of one \boxed{}, with math-verify's default LaTeX
+# normalisation (malformed operators and nits fixed, as for golds: `\frac43`, `11\sqrt2`), and nothing
+# else. math-verify's default parse also tries other patterns when that fails, and finds fragments:
+# `\boxed{1, 2, \ldots}` as 2, MATH's gold `\frac{7}{5} + \frac{1}{5} i.` as 1/5.
+BOXED_ANSWER = (LatexExtractionConfig(boxed_match_priority=0, try_extract_without_anchor=False),)
+ANCHORED_EXTRACTION = (
+    LatexExtractionConfig(boxed_match_priority=-1, try_extract_without_anchor=False),
     ExprExtractionConfig(try_extract_without_anchor=False),
 )
 
-# GRPO scores every gold num_generations times per step; distinct golds over a run are in the thousands.
-GOLD_CACHE_SIZE = 65_536
+# GRPO scores every gold num_generations times per step; distinct golds (and distinct boxed answers)
+# over a run are in the thousands.
+CACHE_SIZE = 65_536
+
+# Relative difference below which two exact numbers that math-verify calls equal are taken as equal.
+EXACT_TOLERANCE = 1e-20
+# Words that math may contain outside \text{}: function names, and the list words math-verify reads.
+MATH_WORDS = frozenset(
+    "sin cos tan cot sec csc arcsin arccos arctan sinh cosh tanh log ln lg exp lim max min gcd lcm mod "
+    "deg det and or inf infinity sqrt".split()
+)
+# A gold that states a derivation is read by math-verify as its last part.
+DERIVATION = re.compile(r"\\(?:implies|Rightarrow|Longrightarrow|iff|therefore|because)(?![A-Za-z])")
+_TEXT_GROUP = re.compile(r"\\(?:text|textbf|textit|mbox|mathrm|mathbf|mathit|operatorname|begin|end)\s*\{[^{}]*\}")
+_COMMAND = re.compile(r"\\[A-Za-z]+")
+_WORD = re.compile(r"[A-Za-z]{3,}")
+# What follows an anchored answer that makes it one of several: a list word or mark, then another
+# number or expression ("7 or 8", "7, 8", "7 \text{ and } 8"), or just a space and a digit ("2 3").
+ANOTHER_ANSWER = r"\s*(?:,|;|\bor\b|\band\b|\\text\{\s*(?:or|and)\s*\})\s*\$?\s*(?:[-+(\[]?\d|\\frac|\\sqrt)|\s+\d"
+_PLAIN_NUMBER = re.compile(rf"(?P<sign>[-+]?)(?:(?P<decimal>\d+(?:\.\d+)?)|\\[dt]?frac\{{(?P<numerator>\d+)\}}\{{(?P<denominator>\d+)\}}|(?P<over>\d+)/(?P<under>\d+))")
 
 
-@lru_cache(maxsize=GOLD_CACHE_SIZE)
-def parse_gold(gold: str, timeout_seconds: int) -> list:
-    r"""Parse a gold answer, once per process.
+@lru_cache(maxsize=CACHE_SIZE)
+def parse_math(text: str, timeout_seconds: int) -> tuple:
+    r"""math-verify's reading of an answer: `text` wrapped in \boxed{}, so that the whole string is the answer.
 
-    The gold is wrapped in \boxed{} so that math-verify reads the whole string as the answer. Parsed raw,
-    as TRL's accuracy_reward does, 131 of the 500 MATH-500 golds parse differently, many wrongly:
-    `3\sqrt{13}` reads as 3, `6 - 5i` as 5, `\left( 3, \frac{\pi}{2} \right)` as 3, and `\pi` or `p - q` not at all.
-    A gold whose parse timed out is cached as unparseable, like any other that yields nothing.
+    Parsed raw, as TRL's accuracy_reward parses golds, 131 of the 500 MATH-500 golds parse differently,
+    many wrongly: `3\sqrt{13}` reads as 3, `6 - 5i` as 5, `\left( 3, \frac{\pi}{2} \right)` as 3, and
+    `\pi` or `p - q` not at all. A parse that timed out is cached as unparseable, like any that yields
+    nothing. Cached per process: a GRPO group repeats its gold, and often its boxed answer too.
     """
-    return parse(f"\\boxed{{{gold}}}", parsing_timeout=timeout_seconds)
+    return tuple(parse(f"\\boxed{{{text}}}", extraction_config=BOXED_ANSWER, extraction_mode="first_match", parsing_timeout=timeout_seconds))
 
 
-def score_pair(pair: tuple[str | None, str], timeout_seconds: int) -> float | None:
-    """1.0 if the completion's answer verifies against the gold, 0.0 if not, None if the gold is unusable.
+@lru_cache(maxsize=CACHE_SIZE)
+def parse_gold(gold: str, timeout_seconds: int, decimal_comma: bool) -> tuple[str, tuple] | None:
+    """(the gold with its digit separators resolved, its parse), or None if the gold is not math: then
+    every completion scores None.
 
-    None, never 1.0, for a gold that cannot be parsed: open-r1 once rewarded those 1.0 (open-r1#293).
-    The gold goes first to `verify`, which is asymmetric (open-r1#557 had them swapped).
+    Not math: an ambiguous number or a derivation (`read_answer`); prose, that is a word of three or
+    more letters outside \\text{} that is no function name ("5 apples", "none", "The answer is 5", which
+    math-verify reads as a product of letters and numbers); an answer math-verify can only read as a
+    product of single letters ("yes" is e*s*y, so "sye" would match it); and anything it cannot turn
+    into an expression, or reads only in part (`1, 2, \\ldots`).
+    A \\text{} answer (`\\text{Tuesday}`, `\\text{(C)}`) is math here: math-verify reads it as one
+    symbol named by its text, which only that text matches.
     """
-    gold, completion = pair
-    if not gold:
+    text = read_answer(gold, decimal_comma)
+    if text is None or is_prose(text):
         return None
-    gold_parsed = parse_gold(gold, timeout_seconds)
-    if not gold_parsed:
+    parsed = parse_math(text, timeout_seconds)
+    if not parsed or not isinstance(parsed[0], (Basic, MatrixBase)) or _letter_product(parsed[0]):
         return None
-    if not may_hold_an_answer(completion):
+    return text, parsed
+
+
+def read_answer(text: str, decimal_comma: bool) -> str | None:
+    """A gold or an answer as it is parsed (tidied, digit separators resolved), or None if it is
+    ambiguous or a derivation, which math-verify reads as its last part (`x = 5 \\implies y = 7` as 7)."""
+    text = read_numbers(tidy(text), decimal_comma)
+    return None if text is None or DERIVATION.search(text) else text
+
+
+def is_prose(text: str) -> bool:
+    """Whether `text` has a word (3+ letters, outside \\text{}-like groups and commands) that is no math word."""
+    bare = _COMMAND.sub(" ", _TEXT_GROUP.sub(" ", text))
+    return any(word.lower() not in MATH_WORDS for word in _WORD.findall(bare))
+
+
+def _letter_product(expression: Basic | MatrixBase) -> bool:
+    """Whether an expression (or any item of a set or tuple) is a product of single letters, nothing else."""
+    if isinstance(expression, Mul):
+        return all(_is_letter(factor) for factor in expression.args)
+    if isinstance(expression, (FiniteSet, Tuple)):
+        return any(_letter_product(item) for item in expression.args)
+    return False
+
+
+def _is_letter(factor: Basic) -> bool:
+    # math-verify reads a bare e as Euler's number and i as the imaginary unit.
+    return (isinstance(factor, Symbol) and len(factor.name) == 1) or factor in (EULER, IMAGINARY_UNIT)
+
+
+def score_pair(pair: tuple[str | None, str | None], timeout_seconds: int, decimal_comma: bool = False) -> float | None:
+    """1.0 if the completion's answer verifies against the gold, 0.0 if not, None if the gold is not math.
+
+    `pair` is (gold, the completion's answer part: `rewards.answer_text.reasoning_answer`, None when a
+    reasoning block left it none). None, never 1.0, for a gold that is not math: open-r1 once rewarded
+    those 1.0 (open-r1#293). The gold goes first to `verify`, which is asymmetric (open-r1#557 had them
+    swapped).
+    """
+    gold, region = pair
+    read_gold = parse_gold(gold, timeout_seconds, decimal_comma) if gold else None
+    if read_gold is None:
+        return None
+    gold_text, gold_parsed = read_gold
+    answer = None if region is None else _answer_text(region, timeout_seconds)
+    answer = None if answer is None else read_answer(answer, decimal_comma)
+    if answer is None:
         return 0.0
-    answer_parsed = parse(
-        completion,
-        extraction_config=ANSWER_EXTRACTION,
-        extraction_mode="first_match",
-        parsing_timeout=timeout_seconds,
-    )
-    return 1.0 if verify(gold_parsed, answer_parsed, timeout_seconds=timeout_seconds) else 0.0
+    if answer == gold_text:
+        return 1.0
+    plain = _plain_numbers_equal(gold_text, answer)
+    if plain is not None:
+        return 1.0 if plain else 0.0
+    answer_parsed = parse_math(answer, timeout_seconds)
+    if not verify(list(gold_parsed), list(answer_parsed), timeout_seconds=timeout_seconds):
+        return 0.0
+    return 0.0 if _equal_only_when_rounded(gold_parsed, answer_parsed, timeout_seconds) else 1.0
+
+
+def _answer_text(region: str, timeout_seconds: int) -> str | None:
+    """The answer a completion states: its final box, or else what follows an "answer" anchor."""
+    if has_box(region):
+        return final_box(region)
+    if not may_hold_an_answer(region):
+        return None
+    anchored = parse(region, extraction_config=ANCHORED_EXTRACTION, extraction_mode="first_match", parsing_timeout=timeout_seconds)
+    if not anchored or not isinstance(anchored[-1], str):
+        return None
+    answer = anchored[-1]
+    return None if _followed_by_another_answer(region, answer) else answer
+
+
+def _followed_by_another_answer(region: str, answer: str) -> bool:
+    """Whether the anchored answer is one of several: "the answer is 7 or 8", "answer: 2 3"."""
+    tail = region[region.lower().rfind("answer") :]
+    another = re.compile(rf"(?<![\d.]){re.escape(answer)}\$?(?:{ANOTHER_ANSWER})")
+    return bool(another.search(tail))
+
+
+def _plain_numbers_equal(gold: str, answer: str) -> bool | None:
+    """Exact equality of two plain numbers (integers, decimals, fractions) without sympy, where that is
+    what math-verify would decide; None when either is not a plain number, or the decision is its own."""
+    gold_value, gold_has_decimal = _plain_number(gold)
+    answer_value, answer_has_decimal = _plain_number(answer)
+    if gold_value is None or answer_value is None:
+        return None
+    if gold_value == answer_value:
+        return True
+    if gold_has_decimal or answer_has_decimal:
+        # math-verify rounds both to 6 decimals when either is a decimal: only a close call is its to make.
+        return None if abs(gold_value - answer_value) <= Fraction(1, 10**6) else False
+    return False
+
+
+def _plain_number(text: str) -> tuple[Fraction | None, bool]:
+    match = _PLAIN_NUMBER.fullmatch(text.strip())
+    if match is None:
+        return None, False
+    sign = -1 if match["sign"] == "-" else 1
+    if match["decimal"] is not None:
+        return sign * Fraction(match["decimal"]), "." in match["decimal"]
+    numerator, denominator = (match["numerator"], match["denominator"]) if match["numerator"] is not None else (match["over"], match["under"])
+    if int(denominator) == 0:
+        return None, False
+    return sign * Fraction(int(numerator), int(denominator)), False
+
+
+def _equal_only_when_rounded(gold_parsed: tuple, answer_parsed: tuple, timeout_seconds: int) -> bool:
+    """Whether two exact numbers that verify called equal differ in fact (relative difference > 1e-20).
+
+    math-verify evaluates the difference of two non-atomic numbers to 15 digits with chop=True, which
+    rounds anything below about 1e-15 to 0: `\\frac{1}{2^{100}}` "equals" 0. Decimals are left to its
+    rounding rule (0.333333 is 1/3 on purpose); so are sets, relations and anything with a variable.
+    """
+    gold, answer = gold_parsed[0], answer_parsed[0]
+    if not (isinstance(gold, Expr) and isinstance(answer, Expr) and gold.is_number and answer.is_number):
+        return False
+    if (gold.is_Atom and answer.is_Atom) or gold == answer or gold.has(Float) or answer.has(Float):
+        return False  # atoms are compared exactly by math-verify; decimals are rounded on purpose
+
+    @timeout(timeout_seconds=timeout_seconds)
+    def relative_difference() -> float:
+        difference = abs((gold - answer).evalf(50))
+        scale = max(abs(gold.evalf(50)), abs(answer.evalf(50)))
+        return 0.0 if difference == 0 else float(difference / scale) if scale != 0 else float("inf")
+
+    try:
+        return relative_difference() > EXACT_TOLERANCE
+    except (TimeoutException, Exception):  # sympy raises many kinds on odd numbers (zoo, nan, huge)
+        return False  # math-verify could compare them and the guard cannot: its verdict stands
 
 
 def may_hold_an_answer(completion: str) -> bool:
-    r"""Whether ANSWER_EXTRACTION can find anything: each of its patterns needs \boxed or the word "answer".
+    r"""Whether an anchored answer can be found: every anchor needs the word "answer".
 
-    A shortcut, not a heuristic: without either, math-verify's parse returns nothing, after running every
+    A shortcut, not a heuristic: without it, math-verify's parse returns nothing, after running every
     pattern over the whole text. That is the common case of a generation cut off by max_tokens.
     """
-    return "\\boxed" in completion or "answer" in completion.lower()
+    return "answer" in completion.lower()
 
 
 def prepare_worker() -> None:

@@ -6,70 +6,82 @@ reward functions; none needs a dataset column.
 
 from collections.abc import Sequence
 
+from rewards.answer_text import final_box
 from rewards.completions import completion_text
-
-BOXED = "\\boxed{"
 
 
 class AnswerFormat:
-    r"""`format`: 1.0 when the answer is where the accuracy reward looks for it, else 0.0.
+    r"""`format`: 1.0 when the completion is laid out as asked, else 0.0.
 
     Args:
-        boxed: require a \boxed{...} whose braces balance and whose content is not blank. Only the last
-            \boxed{ is checked, as it is the one `math_accuracy` reads: a completion cut off inside its
-            final box fails even if an earlier box closed. `\boxed 5`, legal LaTeX, does not count.
-        tags: tag names, e.g. ["think", "answer"]; each must appear exactly once as <tag>...</tag>
-            around non-blank text, in this order. A single name may be given as a string.
-    Both conditions must hold; \boxed{} may be anywhere, inside the tags or not.
+        boxed: require a final \boxed{...} that closes and is not blank: the answer `math_accuracy`
+            reads (`rewards.answer_text.final_box`), so a completion cut off inside its last box fails
+            even if an earlier box closed, and `\boxed 5`, legal LaTeX, does not count. With a reasoning
+            block among `tags`, the box must come after the block.
+        tags: tag names, e.g. ["think", "answer"]; each must appear exactly once as <tag>...</tag>, in
+            this order, around non-blank text. A single name may be given as a string.
+        reasoning_tag: the tag that holds the reasoning. When it is among `tags` it must come first,
+            and it behaves like TRL's `think_format_reward`: `<think>` opens the completion (nothing
+            before it, not even a space) and `</think>` closes it, with no second `<think>`.
+        empty_reasoning: whether that reasoning block may be empty or blank.
+
+    Where gradus deliberately differs from TRL's `think_format_reward` (which is
+    `AnswerFormat(boxed=False, tags=["think"], empty_reasoning=True)` but for the last two points):
+      * an empty reasoning block fails by default (`empty_reasoning=False`): it is the cheapest way
+        to collect a format reward (`<think></think>a` scores 1.0 with TRL's pattern `(.*?)`);
+      * a second `</think>` fails, as any tag appearing twice does (TRL's pattern accepts anything
+        after the first closing tag, so several reasoning blocks pass: open-r1#418 saw policies emit them);
+      * the completion's text is its last assistant message, not the first message's `content`.
+    A chat template that writes `<think>` into the prompt leaves the completion without its opening
+    tag; such completions fail here, as with TRL.
     """
 
     __name__ = "format"
 
-    def __init__(self, boxed: bool = True, tags: Sequence[str] | str = ()) -> None:
+    def __init__(
+        self, boxed: bool = True, tags: Sequence[str] | str = (), reasoning_tag: str = "think", empty_reasoning: bool = False
+    ) -> None:
         self.boxed = boxed
         self.tags = (tags,) if isinstance(tags, str) else tuple(tags)
+        self.reasoning_tag = reasoning_tag
+        self.empty_reasoning = empty_reasoning
         if not boxed and not self.tags:
             raise ValueError("format checks nothing with boxed=False and no tags")
-        for tag in self.tags:
-            if not tag or "<" in tag or ">" in tag:
+        for tag in (*self.tags, reasoning_tag):
+            if not isinstance(tag, str) or not tag or "<" in tag or ">" in tag:
                 raise ValueError(f"a tag is a bare name like 'answer', got {tag!r}")
+        if reasoning_tag in self.tags[1:]:
+            raise ValueError(f"the reasoning tag {reasoning_tag!r} must come first in tags, got {list(self.tags)}")
 
     def __call__(self, prompts: list, completions: list, **kwargs: object) -> list[float]:
         return [1.0 if self.is_well_formed(completion_text(completion)) else 0.0 for completion in completions]
 
     def is_well_formed(self, text: str) -> bool:
-        return (not self.boxed or last_box_is_closed(text)) and has_tags_in_order(text, self.tags)
-
-
-def last_box_is_closed(text: str) -> bool:
-    """Whether the last \\boxed{ has a matching close brace and non-blank content; one linear scan."""
-    start = text.rfind(BOXED)
-    if start < 0:
-        return False
-    content_start = start + len(BOXED)
-    depth = 1
-    for position in range(content_start, len(text)):
-        if text[position] == "{":
-            depth += 1
-        elif text[position] == "}":
-            depth -= 1
-            if depth == 0:
-                return bool(text[content_start:position].strip())
-    return False
-
-
-def has_tags_in_order(text: str, tags: Sequence[str]) -> bool:
-    """Whether each tag appears exactly once as <tag>...</tag> around non-blank text, in the given order."""
-    position = 0
-    for tag in tags:
-        opening, closing = f"<{tag}>", f"</{tag}>"
-        if text.count(opening) != 1 or text.count(closing) != 1:
+        if not self._has_blocks(text):
             return False
-        start, end = text.find(opening), text.find(closing)
-        if start < position or end < start or not text[start + len(opening) : end].strip():
-            return False
-        position = end + len(closing)
-    return True
+        if not self.boxed:
+            return True
+        closing = f"</{self.reasoning_tag}>"
+        answer_start = text.find(closing) + len(closing) if self.tags[:1] == (self.reasoning_tag,) else 0
+        return final_box(text[answer_start:]) is not None
+
+    def _has_blocks(self, text: str) -> bool:
+        """Whether each tag appears exactly once as a block, in order, in sequence, the reasoning first."""
+        position = 0
+        for index, tag in enumerate(self.tags):
+            opening, closing = f"<{tag}>", f"</{tag}>"
+            if text.count(opening) != 1 or text.count(closing) != 1:
+                return False
+            start, end = text.find(opening), text.find(closing)
+            if start < position or end < start:
+                return False
+            reasoning = index == 0 and tag == self.reasoning_tag
+            if reasoning and start != 0:
+                return False  # as TRL's think_format_reward: the reasoning opens the completion
+            if not text[start + len(opening) : end].strip() and not (reasoning and self.empty_reasoning):
+                return False
+            position = end + len(closing)
+        return True
 
 
 class OverlongPenalty:

@@ -1,55 +1,50 @@
 import json
+import pickle
 import random
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from rewards import build
+from data_recipes.math_sets import last_boxed
+from rewards import RewardSpecError, build
 from rewards.math_accuracy import MathAccuracy
 
 
-@pytest.fixture(scope="module")
-def pooled_accuracy() -> Iterator[MathAccuracy]:
-    """Every batch goes to the worker pool, started once for this module."""
-    reward = MathAccuracy(parallel_threshold=0)
-    yield reward
-    reward.close()
-
-
 def real_golds(shared_data: Path) -> list[str]:
-    """GSM8K test golds (after '####', thousands separators removed) and MATH-500 `answer`s."""
+    """Every gold of GSM8K test (after '####', thousands separators kept as the file writes them),
+    MATH-500 (`answer`) and MATH test (the last box of each solution), distinct, in file order."""
     with open(shared_data / "gsm8k" / "test.jsonl", encoding="utf-8") as gsm8k:
-        golds = [json.loads(line)["answer"].split("####")[-1].strip().replace(",", "") for line in gsm8k]
+        golds = [json.loads(line)["answer"].split("####")[-1].strip() for line in gsm8k]
     with open(shared_data / "math500" / "test.jsonl", encoding="utf-8") as math500:
         golds += [json.loads(line)["answer"] for line in math500]
-    return golds
+    with open(shared_data / "math" / "test.jsonl", encoding="utf-8") as math:
+        golds += [last_boxed(json.loads(line)["solution"]) for line in math]
+    return list(dict.fromkeys(golds))
 
 
 def as_model_answer(gold: str) -> str:
     return f"Adding it all up step by step, so the answer is \\boxed{{{gold}}}."
 
 
-def test_real_golds_verify_against_themselves_and_not_against_others(
-    shared_data: Path, pooled_accuracy: MathAccuracy, capsys: pytest.CaptureFixture
-) -> None:
+def test_every_real_gold_is_math_scores_against_itself_and_not_against_others(shared_data: Path) -> None:
+    """All inline, in this process: each gold is parsed once, and the checks share the parses."""
+    from math_verify import verify
+
+    from rewards.math_scoring import parse_gold
+
     golds = real_golds(shared_data)
-    assert len(golds) == 1319 + 500
-
-    scores = pooled_accuracy(["?"] * len(golds), [as_model_answer(gold) for gold in golds], answer=golds)
-    unparseable = [gold for gold, score in zip(golds, scores) if score is None]
-    wrong = [gold for gold, score in zip(golds, scores) if score == 0.0]
-    with capsys.disabled():
-        print(f"\nmath_accuracy could not parse {len(unparseable)} of {len(golds)} gold answers: {unparseable[:10]}")
-    assert wrong == []
-    assert len(unparseable) < 0.01 * len(golds)
-
+    assert len(golds) > 2000 and any("," in gold for gold in golds)  # "1,080": GSM8K's separators are in
+    reward = MathAccuracy(parallel_threshold=len(golds) + 1)
+    assert reward(["?"] * len(golds), [as_model_answer(gold) for gold in golds], answer=golds) == [1.0] * len(golds)
+    assert reward.unusable_golds == 0
+    # The reward credits an answer written exactly as the gold without math-verify; math-verify agrees:
+    parsed = [parse_gold(gold, 5, False)[1] for gold in golds]
+    assert all(verify(list(gold_parse), list(gold_parse), timeout_seconds=5) for gold_parse in parsed)
     shuffled = random.Random(0).sample(golds, len(golds))
-    shuffled_scores = pooled_accuracy(["?"] * len(golds), [as_model_answer(other) for other in shuffled], answer=golds)
-    correct_share = sum(score == 1.0 for score in shuffled_scores) / len(golds)
-    assert correct_share < 0.05
+    shuffled_scores = reward(["?"] * len(golds), [as_model_answer(other) for other in shuffled], answer=golds)
+    assert sum(score == 1.0 for score in shuffled_scores) / len(golds) < 0.05
 
 
 @pytest.mark.parametrize(
@@ -63,6 +58,21 @@ def test_real_golds_verify_against_themselves_and_not_against_others(
         (r"\boxed{73}", "72", 0.0),
         (r"\boxed{72}", "", None),  # no gold: not applicable, never 1.0
         (r"\boxed{72}", None, None),
+        # one separator rule for golds and answers
+        (r"\boxed{1000}", "1,000", 1.0),
+        (r"\boxed{1,000}", "1000", 1.0),
+        (r"\boxed{1 000}", "1000", 1.0),
+        (r"\boxed{10\,000}", "10 000", 1.0),
+        (r"\boxed{1,\!080}", "1,080", 1.0),
+        ("The answer is 1,080.", "1080", 1.0),
+        (r"\boxed{1.5}", "1,5", 0.0),  # without decimal commas, "1,5" is the list 1, 5
+        (r"\boxed{5, 1}", "1,5", 1.0),
+        (r"\boxed{100000}", "1e5", 1.0),
+        (r"\boxed{\frac{3}{2}}", "1.5", 1.0),  # plain numbers compared exactly, without sympy
+        (r"\boxed{0.3333333}", r"\frac{1}{3}", 1.0),  # ... but math-verify's 6-decimal rounding is kept
+        (r"\boxed{0.33}", r"\frac{1}{3}", 0.0),
+        (r"\boxed{\text{Tuesday}}", r"\text{Tuesday}", 1.0),  # a text answer: one symbol, its own text
+        (r"\boxed{\frac{\pi}{4} + 2 - \sqrt{2}}", r"\frac \pi4 + 2 - \sqrt2", 1.0),
     ],
 )
 def test_scores_inline_in_the_main_thread(completion: str, gold: str | None, expected: float | None) -> None:
@@ -79,17 +89,17 @@ def test_reads_the_last_assistant_message_of_a_conversation() -> None:
 
 
 def test_skipping_completions_without_anchors_changes_no_score(shared_data: Path) -> None:
-    """`may_hold_an_answer` skips math-verify for text with neither \\boxed nor "answer"; it must only
+    """`may_hold_an_answer` skips math-verify for text without a box or the word "answer"; it must only
     ever skip what math-verify would find nothing in (real worked solutions with their boxes removed)."""
     from math_verify import parse
 
-    from rewards.math_scoring import ANSWER_EXTRACTION, may_hold_an_answer
+    from rewards.math_scoring import ANCHORED_EXTRACTION, may_hold_an_answer
 
     with open(shared_data / "math500" / "test.jsonl", encoding="utf-8") as math500:
         solutions = [json.loads(line)["solution"].replace("\\boxed", "") for line in math500]
     skipped = [text for text in solutions if not may_hold_an_answer(text)]
     assert len(skipped) > 400
-    assert all(parse(text, extraction_config=ANSWER_EXTRACTION, extraction_mode="first_match") == [] for text in skipped)
+    assert all(parse(text, extraction_config=ANCHORED_EXTRACTION, extraction_mode="first_match") == [] for text in skipped)
 
 
 def test_parses_each_distinct_gold_once() -> None:
@@ -127,3 +137,73 @@ def test_is_a_factory_with_checked_options() -> None:
     assert reward(["?"], [r"\boxed{2}"], answer=["2"]) == [1.0]
     with pytest.raises(ValueError, match="whole number"):
         MathAccuracy(timeout_seconds=2.5)
+
+
+@pytest.mark.parametrize(
+    ("gold", "why"),
+    [
+        ("The answer is 5", "prose"),
+        ("5 apples", "prose around a number"),
+        ("none", "a word"),
+        ("yes", "a product of letters: e*s*y"),
+        ("ab", "a product of letters"),
+        ("2 3", "spaced digits: a sum to math-verify"),
+        ("1,000, 2", "a thousand in a list"),
+        (r"x = 5 \implies y = 7", "a derivation, read as its last part"),
+        ("1, 2, \\ldots", "read only in part"),
+        (r"\frac{1}", "not an expression"),
+    ],
+)
+def test_a_gold_that_is_not_math_scores_none_for_every_completion_and_is_counted(gold: str, why: str) -> None:
+    reward = build("math_accuracy", {})
+    completions = [f"\\boxed{{{gold}}}", gold, r"\boxed{5}", "The answer is 5.", r"\boxed{sye}"]
+    assert reward(["?"] * len(completions), completions, answer=[gold] * len(completions)) == [None] * len(completions), why
+    reward(["?"], [r"\boxed{1}"], answer=["1"])
+    assert reward.metrics() == {"errors": 0, "unusable_golds": 1, "unusable_gold_examples": [gold]}
+
+
+def test_decimal_commas_when_the_data_uses_them() -> None:
+    reward = MathAccuracy(decimal_comma=True)
+    golds = ["3,5", "1.000,5", "3,5", "1,000"]
+    completions = [r"\boxed{3.5}", r"\boxed{1000.5}", r"\boxed{3{,}5}", r"\boxed{1000}"]
+    assert reward(["?"] * 4, completions, answer=golds) == [1.0, 1.0, 1.0, None]  # "1,000": one, or a thousand?
+    with pytest.raises(RewardSpecError, match="decimal_comma must be true or false"):
+        build("math_accuracy", {"decimal_comma": "yes"})
+
+
+REASONING_CASES = [
+    (r"<think>2+2</think> The final answer is \boxed{4}", 1.0),
+    (r"<think>2+2</think> The final answer is \boxed{5}", 0.0),
+    (r"<think>it is \boxed{4}</think> but I will not say", 0.0),  # the answer only inside the reasoning
+    (r"<think>it is \boxed{4}", 0.0),  # the block never closes
+    (r"\boxed{4}", 0.0),  # no reasoning block at all
+    (r"prefilled by the template</think> so \boxed{4}", 1.0),  # the chat template wrote <think>
+]
+
+
+@pytest.mark.parametrize(("completion", "expected"), REASONING_CASES)
+def test_reasoning_tags_score_the_answer_after_the_block_as_trl_does(completion: str, expected: float) -> None:
+    from trl.rewards import reasoning_accuracy_reward
+
+    conversation = [[{"role": "assistant", "content": completion}]]
+    assert MathAccuracy(reasoning_tags=True)(["?"], conversation, answer=["4"]) == [expected]
+    assert reasoning_accuracy_reward(conversation, solution=["4"]) == [expected]
+
+
+def test_reasoning_tags_differ_from_trl_on_a_block_left_open_and_take_a_templates_own_tags() -> None:
+    from trl.rewards import reasoning_accuracy_reward
+
+    second_block = [[{"role": "assistant", "content": r"<think>a</think> \boxed{4} <think>then more"}]]
+    assert MathAccuracy(reasoning_tags=True)(["?"], second_block, answer=["4"]) == [0.0]
+    assert reasoning_accuracy_reward(second_block, solution=["4"]) == [1.0]  # TRL reads past the open block
+    tags = ["<|begin_of_thought|>", "<|end_of_thought|>"]
+    thought = r"<|begin_of_thought|>2+2<|end_of_thought|> \boxed{4}"
+    assert MathAccuracy(reasoning_tags=tags)(["?", "?"], [thought, r"<think>2+2</think> \boxed{4}"], answer=["4", "4"]) == [1.0, 0.0]
+    schema_split = [{"role": "assistant", "content": r"\boxed{4}", "reasoning_content": "2+2"}]
+    assert MathAccuracy(reasoning_tags=True)(["?"], [schema_split], answer=["4"]) == [1.0]
+    assert MathAccuracy()(["?"], [r"<think>\boxed{4}"], answer=["4"]) == [1.0]  # off by default
+
+
+def test_options_survive_pickling_for_worker_processes() -> None:
+    reward = pickle.loads(pickle.dumps(MathAccuracy(reasoning_tags=["<r>", "</r>"], decimal_comma=True)))
+    assert reward(["?"], [r"<r>x</r> \boxed{3,5}"], answer=["3.5"]) == [1.0]

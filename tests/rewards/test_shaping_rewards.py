@@ -93,3 +93,45 @@ def test_repetition_options() -> None:
     assert RepetitionPenalty(ngram_size=2, max_penalty=-0.5)(["?"], ["x y x y"]) == [pytest.approx(-0.5 / 3)]
     with pytest.raises(RewardSpecError, match="max_penalty must be <= 0"):
         build("repetition", {"max_penalty": 1.0})
+
+
+THINK_CASES = [
+    "<think>\nThis is my reasoning.\n</think>\nThis is my answer.",  # TRL's docstring examples
+    "<think>\nThis is my reasoning.\nThis is my answer.",
+    "<think>add</think> 7",
+    " <think>add</think> 7",  # something before the tag
+    "So: <think>add</think> 7",
+    "<think>a<think>b</think> 7",  # a second opening tag
+    "add</think> 7",  # the opening tag is missing
+    "<think></think> 7",  # empty reasoning
+    "<think>  \n </think> 7",  # blank reasoning
+    "<think>a</think> 7 </think>",  # a second closing tag
+    "",
+]
+
+
+@pytest.mark.parametrize("completion", THINK_CASES)
+def test_think_format_behaves_like_trls_think_format_reward(completion: str) -> None:
+    """`format` with the think tag, boxes off and empty reasoning allowed, is TRL's reward, but for a second
+    closing tag, which TRL accepts and gradus does not (a tag appears exactly once)."""
+    from trl.rewards import think_format_reward
+
+    trl_score = think_format_reward([[{"role": "assistant", "content": completion}]])[0]
+    ours = AnswerFormat(boxed=False, tags=["think"], empty_reasoning=True)(["?"], [completion])[0]
+    assert ours == (0.0 if completion.count("</think>") > 1 else trl_score)
+
+
+def test_think_format_by_default_wants_reasoning_and_a_box_after_it() -> None:
+    reward = AnswerFormat(tags=["think"])
+    completions = [
+        r"<think>add</think> so \boxed{7}",
+        r"<think></think> so \boxed{7}",  # empty reasoning: TRL would pay for it
+        r"<think>it is \boxed{7}</think> so I stop",  # the box is inside the reasoning
+        r"<think>add</think> so \boxed{7",  # the box is cut off
+    ]
+    assert reward(["?"] * 4, completions) == [1.0, 0.0, 0.0, 0.0]
+    with pytest.raises(RewardSpecError, match="reasoning tag 'think' must come first"):
+        build("format", {"tags": ["answer", "think"]})
+    assert build("format", {"tags": ["reason", "answer"], "reasoning_tag": "reason"})(
+        ["?"], [r"<reason>x</reason><answer>\boxed{1}</answer>"]
+    ) == [1.0]
