@@ -111,8 +111,10 @@ def _check_kind(stage: StageFile, config: Any) -> Problem | None:
             if unmet:
                 field, _, message = unmet.partition(": ")
                 return Problem(stage.name, field, f"curriculum: {message}")
-    if config.eval_strategy != "no" and stage.eval_data is None and stage.kind != "prm":
-        return Problem(stage.name, "args.eval_strategy", f"{config.eval_strategy!r} needs eval_data; add an eval_data block or set eval_strategy: 'no'")
+    eval_strategy = getattr(config.eval_strategy, "value", config.eval_strategy)
+    if eval_strategy != "no" and stage.eval_data is None and stage.kind != "prm":  # the prm stage holds out its own split
+        return Problem(stage.name, "args.eval_strategy", f"{eval_strategy!r} needs eval_data (transformers' Trainer refuses it at init); "
+                       "add an eval_data block or set eval_strategy: 'no'")
     return None
 
 
