@@ -6,8 +6,9 @@ next to plain majority vote and pass@1.
 
 Greedy by default (one sample, pass@1 = accuracy); with `num_samples: n` and a temperature, also
 unbiased pass@k and maj@k (majority vote over the final \\boxed answers) for each k in `k` up to n.
-Everything is reported overall, per difficulty level and per source set. Items whose gold answer
-math-verify cannot parse are skipped and counted (`unscorable`), never scored as correct.
+Everything is reported overall, per difficulty level and per source set. Items whose gold answer is
+not math (`rewards.math_scoring.parse_gold`) are skipped, counted (`unscorable`) and listed
+(`unscorable_golds`, the first few), never scored as correct.
 Outputs next to `metrics.json`: `report.md` (the table), `predictions.jsonl` (every prompt,
 completion and score) and `accuracy_by_level.png`. With several processes, each generates a slice
 and the main process scores the gathered whole.
@@ -23,6 +24,8 @@ from typing import Any
 from data_recipes.math_sets import last_boxed
 from stages import common
 from stages.arguments import EvalArgs, StageFile
+
+UNSCORABLE_GOLDS_LISTED = 10
 
 
 def pass_at_k(samples: int, correct: int, k: int) -> float:
@@ -93,6 +96,7 @@ def accuracy_report(items: list[dict[str, Any]], ks: list[int]) -> dict[str, Any
         "accuracy": overall.get("pass@1", 0.0),
         "n": len(items),
         "unscorable": len(items) - len(scorable),
+        "unscorable_golds": sorted({str(item.get("answer")) for item in items if None in item["scores"]})[:UNSCORABLE_GOLDS_LISTED],
         "samples_per_item": len(items[0]["scores"]) if items else 0,
         "overall": overall,
         "by_level": by_level,
@@ -116,7 +120,8 @@ def markdown_table(stage_name: str, report: dict[str, Any]) -> str:
     for name, metrics in rows:
         lines.append(f"| {name} | {metrics['n']} | " + " | ".join(f"{metrics[key]:.3f}" for key in columns) + " |")
     if report["unscorable"]:
-        lines.append(f"\n{report['unscorable']} item(s) skipped: gold answer not parseable.")
+        golds = ", ".join(f"`{gold}`" for gold in report["unscorable_golds"])
+        lines.append(f"\n{report['unscorable']} item(s) skipped: gold answer not math ({golds}).")
     return "\n".join(lines) + "\n"
 
 

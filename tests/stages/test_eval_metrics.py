@@ -25,7 +25,7 @@ def test_report_groups_by_level_and_source_and_skips_unscorable():
     items = [
         {"scores": [1.0, 0.0, 1.0, 1.0], "answers": ["2", "3", "2", "2"], "level": 1, "source": "a"},
         {"scores": [0.0, 0.0, 0.0, 1.0], "answers": ["7", "7", "8", "9"], "level": 2, "source": "b"},
-        {"scores": [None, None, None, None], "answers": ["x"] * 4, "level": 2, "source": "b"},
+        {"scores": [None, None, None, None], "answers": ["x"] * 4, "level": 2, "source": "b", "answer": "yes"},
     ]
     report = accuracy_report(items, ks=[1, 4, 8])
     assert report["unscorable"] == 1 and report["n"] == 3
@@ -35,7 +35,7 @@ def test_report_groups_by_level_and_source_and_skips_unscorable():
     assert report["accuracy"] == pytest.approx((0.75 + 0.25) / 2)
     assert set(report["by_source"]) == {"a", "b"}
     table = markdown_table("eval", report)
-    assert "| level 1 | 1 |" in table and "| b | 1 |" in table and "1 item(s) skipped" in table
+    assert "| level 1 | 1 |" in table and "| b | 1 |" in table and "1 item(s) skipped: gold answer not math (`yes`)" in table
 
 
 def test_verifier_best_of_n_and_weighted_majority():
