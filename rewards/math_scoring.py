@@ -15,17 +15,22 @@ How a pair is scored (the text rules are `rewards.answer_text`'s):
   3. Gold and answer go through the same digit-separator rule and the same parse (`parse_math`: the
      text inside `\boxed{}`), so a gold always verifies against itself. An ambiguous answer scores 0.
   4. An answer written exactly as the gold scores 1.0, and two plain numbers are compared exactly,
-     both without sympy (most GSM8K and half of MATH); everything else by math-verify's `verify`, gold
-     first, plus one guard: two exact numbers (no decimal in either) that math-verify calls equal only
-     because it rounds their difference to 0 at 15 digits (`1/2^99` and `1/2^98`, Math-Verify#14) are not.
+     both without sympy (most GSM8K and half of MATH); two numbers more than 1e-6 apart score 0.0
+     without `verify`, which would say so after a costly symbolic simplification (`far_apart`);
+     everything else by math-verify's `verify`, gold first, plus one guard: two exact numbers (no
+     decimal in either) that math-verify calls equal only because it rounds their difference to 0 at
+     15 digits (`1/2^99` and `1/2^98`, Math-Verify#14) are not.
 """
 
 from __future__ import annotations
 
+import cmath
 import logging
 import re
 from fractions import Fraction
+from collections.abc import Callable
 from functools import lru_cache
+from typing import Any
 
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 from math_verify.errors import TimeoutException
@@ -36,14 +41,14 @@ from sympy import I as IMAGINARY_UNIT
 
 from rewards.answer_text import final_box, has_box, read_numbers, tidy
 
-# Where math-verify looks for an answer in a completion that has no \boxed{}: after an "answer" anchor
-# ("final answer is ...", "answer: ..."), in LaTeX or as a plain number or expression, never without
-# one (try_extract_without_anchor=False, as in TRL's and open-r1's accuracy_reward).
-# How an answer, once found, is read: as the content of one \boxed{}, with math-verify's default LaTeX
-# normalisation (malformed operators and nits fixed, as for golds: `\frac43`, `11\sqrt2`), and nothing
+# How an answer (or a gold), once found, is read: as the content of one \boxed{}, with math-verify's
+# default LaTeX normalisation (malformed operators and nits fixed: `\frac43`, `11\sqrt2`), and nothing
 # else. math-verify's default parse also tries other patterns when that fails, and finds fragments:
 # `\boxed{1, 2, \ldots}` as 2, MATH's gold `\frac{7}{5} + \frac{1}{5} i.` as 1/5.
 BOXED_ANSWER = (LatexExtractionConfig(boxed_match_priority=0, try_extract_without_anchor=False),)
+# Where math-verify looks for an answer in a completion that has no \boxed{}: after an "answer" anchor
+# ("final answer is ...", "answer: ..."), in LaTeX or as a plain number or expression, never without
+# one (try_extract_without_anchor=False, as in TRL's and open-r1's accuracy_reward).
 ANCHORED_EXTRACTION = (
     LatexExtractionConfig(boxed_match_priority=-1, try_extract_without_anchor=False),
     ExprExtractionConfig(try_extract_without_anchor=False),
@@ -55,6 +60,8 @@ CACHE_SIZE = 65_536
 
 # Relative difference below which two exact numbers that math-verify calls equal are taken as equal.
 EXACT_TOLERANCE = 1e-20
+# Relative difference (absolute below 1) beyond which two numbers are apart for every rule of verify.
+NUMERIC_TOLERANCE = 1e-6
 # Words that math may contain outside \text{}: function names, and the list words math-verify reads.
 MATH_WORDS = frozenset(
     "sin cos tan cot sec csc arcsin arccos arctan sinh cosh tanh log ln lg exp lim max min gcd lcm mod "
@@ -155,6 +162,10 @@ def score_pair(pair: tuple[str | None, str | None], timeout_seconds: int, decima
     if plain is not None:
         return 1.0 if plain else 0.0
     answer_parsed = parse_math(answer, timeout_seconds)
+    if not answer_parsed:
+        return 0.0  # math-verify found nothing in it (or timed out)
+    if "%" not in gold_text + answer and far_apart(gold_parsed, answer_parsed, timeout_seconds):
+        return 0.0  # what verify would say, without its costly symbolic simplification
     if not verify(list(gold_parsed), list(answer_parsed), timeout_seconds=timeout_seconds):
         return 0.0
     return 0.0 if _equal_only_when_rounded(gold_parsed, answer_parsed, timeout_seconds) else 1.0
@@ -208,6 +219,21 @@ def _plain_number(text: str) -> tuple[Fraction | None, bool]:
     return sign * Fraction(int(numerator), int(denominator)), False
 
 
+def far_apart(gold_parsed: tuple, answer_parsed: tuple, timeout_seconds: int) -> bool:
+    """Whether gold and answer are two finite numbers more than 1e-6 apart (relative, and absolute near
+    0): then no rule of math-verify's makes them equal (it rounds decimals to 6 places, evaluates other
+    numbers to 15 digits, and simplifies their difference), and `verify`, whose symbolic simplification
+    is most of the cost of a wrong answer, need not run. Percentages are left to it: it reads 9% as 9."""
+    numbers = _numbers(gold_parsed, answer_parsed)
+    if numbers is None:
+        return False
+    values = _within_timeout(lambda: (complex(numbers[0].evalf(20)), complex(numbers[1].evalf(20))), timeout_seconds)
+    if values is None or not all(cmath.isfinite(value) for value in values):
+        return False
+    gold, answer = values
+    return abs(gold - answer) > NUMERIC_TOLERANCE * max(1.0, abs(gold), abs(answer))
+
+
 def _equal_only_when_rounded(gold_parsed: tuple, answer_parsed: tuple, timeout_seconds: int) -> bool:
     """Whether two exact numbers that verify called equal differ in fact (relative difference > 1e-20).
 
@@ -215,22 +241,36 @@ def _equal_only_when_rounded(gold_parsed: tuple, answer_parsed: tuple, timeout_s
     rounds anything below about 1e-15 to 0: `\\frac{1}{2^{100}}` "equals" 0. Decimals are left to its
     rounding rule (0.333333 is 1/3 on purpose); so are sets, relations and anything with a variable.
     """
-    gold, answer = gold_parsed[0], answer_parsed[0]
-    if not (isinstance(gold, Expr) and isinstance(answer, Expr) and gold.is_number and answer.is_number):
+    numbers = _numbers(gold_parsed, answer_parsed)
+    if numbers is None:
         return False
+    gold, answer = numbers
     if (gold.is_Atom and answer.is_Atom) or gold == answer or gold.has(Float) or answer.has(Float):
         return False  # atoms are compared exactly by math-verify; decimals are rounded on purpose
 
-    @timeout(timeout_seconds=timeout_seconds)
     def relative_difference() -> float:
         difference = abs((gold - answer).evalf(50))
         scale = max(abs(gold.evalf(50)), abs(answer.evalf(50)))
         return 0.0 if difference == 0 else float(difference / scale) if scale != 0 else float("inf")
 
+    difference = _within_timeout(relative_difference, timeout_seconds)
+    return difference is not None and difference > EXACT_TOLERANCE
+
+
+def _numbers(gold_parsed: tuple, answer_parsed: tuple) -> tuple[Expr, Expr] | None:
+    """The two parses' expressions if both are numbers (no variable, set, relation or matrix)."""
+    gold, answer = gold_parsed[0], answer_parsed[0]
+    if isinstance(gold, Expr) and isinstance(answer, Expr) and gold.is_number and answer.is_number:
+        return gold, answer
+    return None
+
+
+def _within_timeout(compute: Callable[[], Any], timeout_seconds: int) -> Any:
+    """`compute()` under math-verify's signal timeout, or None if it times out or sympy raises."""
     try:
-        return relative_difference() > EXACT_TOLERANCE
+        return timeout(timeout_seconds=timeout_seconds)(compute)()
     except (TimeoutException, Exception):  # sympy raises many kinds on odd numbers (zoo, nan, huge)
-        return False  # math-verify could compare them and the guard cannot: its verdict stands
+        return None  # math-verify's own verdict stands
 
 
 def may_hold_an_answer(completion: str) -> bool:

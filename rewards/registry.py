@@ -130,7 +130,7 @@ class GuardedReward(RewardWrapper):
 
     def metrics(self) -> dict[str, Any]:
         """What a stage puts in its metrics for this reward: `errors`, plus the wrapped reward's own
-        `metrics()` if it has one."""
+        `metrics()` if it has one (`math_accuracy`'s count of unusable golds, and the first of them)."""
         own = getattr(self.reward_fn, "metrics", None)
         return {"errors": self.errors, **(own() if callable(own) else {})}
 

@@ -207,3 +207,21 @@ def test_reasoning_tags_differ_from_trl_on_a_block_left_open_and_take_a_template
 def test_options_survive_pickling_for_worker_processes() -> None:
     reward = pickle.loads(pickle.dumps(MathAccuracy(reasoning_tags=["<r>", "</r>"], decimal_comma=True)))
     assert reward(["?"], [r"<r>x</r> \boxed{3,5}"], answer=["3.5"]) == [1.0]
+
+
+def test_numbers_far_apart_skip_verify_only_where_it_says_no(shared_data: Path) -> None:
+    """The shortcut past math-verify's costly symbolic check for two numbers more than 1e-6 apart must
+    only ever answer what `verify` answers: checked on every MATH-500 gold against another."""
+    from math_verify import verify
+
+    from rewards.math_scoring import far_apart, parse_gold
+
+    with open(shared_data / "math500" / "test.jsonl", encoding="utf-8") as math500:
+        golds = list(dict.fromkeys(json.loads(line)["answer"] for line in math500))
+    parsed = [parse_gold(gold, 5, False)[1] for gold in golds]
+    others = random.Random(0).sample(parsed, len(parsed))
+    apart = [(gold, other) for gold, other in zip(parsed, others) if far_apart(gold, other, 5)]
+    assert len(apart) > 100
+    assert not any(verify(list(gold), list(other), timeout_seconds=5) for gold, other in apart)
+    near = parse_gold("0.3333334", 5, False)[1], parse_gold(r"\frac{1}{3}", 5, False)[1]
+    assert not far_apart(*near, 5) and verify(list(near[0]), list(near[1]), timeout_seconds=5)
