@@ -77,13 +77,14 @@ def check(name: str, options: Mapping[str, Any], columns: Collection[str]) -> No
     It resolves (importing the plugin), checks the options against the factory's signature, and checks
     that the data has the columns the reward function needs. To learn those columns without building
     anything, a factory that is a class is read from its `__call__`; a factory that is a function has to
-    be called, so plugin authors should keep function factories cheap, or make them classes.
+    be called, so plugin authors should keep function factories cheap, or make them classes. Built-ins
+    are built, so that their option values are checked too (their constructors only validate and store).
     """
     target = resolve(name)
     if _is_reward_function(target):
         _reject_options(name, options)
         needed = required_columns(target)
-    elif isinstance(target, type) and inspect.isfunction(getattr(target, "__call__", None)):
+    elif isinstance(target, type) and inspect.isfunction(getattr(target, "__call__", None)) and name not in BUILTIN_REWARDS:
         _check_options(name, target, options)
         needed = _columns(_instance_call_signature(target))
     else:

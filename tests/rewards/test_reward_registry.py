@@ -38,9 +38,11 @@ def test_missing_column_is_named_with_the_available_ones() -> None:
     check("math_accuracy", {"timeout_seconds": 3}, columns={"problem", "answer"})
 
 
-def test_option_values_are_checked_when_built() -> None:
+def test_option_values_are_checked_when_built_and_for_built_ins_at_plan_time() -> None:
     with pytest.raises(RewardSpecError, match=r"reward 'repetition': ValueError: max_penalty must be <= 0"):
         build("repetition", {"max_penalty": 0.5})
+    with pytest.raises(RewardSpecError, match=r"reward 'math_accuracy': ValueError: reasoning_tags must be"):
+        check("math_accuracy", {"reasoning_tags": "think"}, columns={"answer"})
 
 
 def test_module_function_path(plugins_on_path: Path) -> None:
