@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             if name is not None and name not in [stage.name for stage in plan.stages]:
                 raise ManifestError(f"--from/--only: no stage named {name!r} in {args.manifest}")
         todo = actions(plan, Ledger(plan.run_dir), from_stage, only)
-        preflight.check(stage for stage, action in todo if action != "skip")  # before anything launches or is written
+        preflight.check(stage for stage, action in todo if action not in ("skip", "restore"))  # before anything launches or is written
         if args.command == "plan":
             return show_plan(plan, todo)
         return run(plan, from_stage=from_stage, only=only, say=lambda line: console.print(line, markup=False))

@@ -5,19 +5,24 @@ can print exactly what `gradus run` will execute, and tests can check commands w
 
 A stage's fingerprint is the hash of what determines its output: its resolved spec (kind, data,
 args, peft, rewards), the manifest seed, the identity of its data (file hashes, generator
-options), and the fingerprint of the stage it starts from (or the base model). A change anywhere
-upstream therefore changes every fingerprint downstream. Launch settings are left out on purpose:
-they say where a stage runs, not what it computes, so a job requeued on other nodes still resumes.
+options), of its rewards' code (`reward_identity`), and the fingerprint of the stage it starts from
+(or the identity of the base model, `model_identity`). A change anywhere upstream therefore changes
+every fingerprint downstream. Launch settings are left out on purpose: they say where a stage runs,
+not what it computes, so a job requeued on other nodes still resumes (the runner refuses a resume on
+another number of processes, which would change what the resume skips).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
+import os
 import shlex
 import shutil
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +30,8 @@ import yaml
 
 import data_recipes
 import launch
+from data_recipes.decontamination import decontamination_identity
+from rewards.registry import BUILTIN_REWARDS, resolve
 from pipeline.manifest import STAGE_OUTPUT_RECIPE, TRAINING_KINDS, Manifest, StageSpec, TinyModelSpec
 from stages.arguments import CurriculumArgs, StageFile
 
@@ -66,6 +73,43 @@ class Plan:
 def fingerprint(payload: Any) -> str:
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+WHOLE_FILE_DIGEST_LIMIT = 1 << 20  # model files up to 1 MiB (configs, tokenizers) are hashed; larger ones by size and mtime
+
+
+def model_identity(model: str) -> dict[str, Any]:
+    """What a base model named by a string is: a local directory by its files (config and tokenizer
+    files by content, weight files by size and modification time, so a multi-GB checkpoint costs no
+    read), a hub id by the revision the local HF cache resolved `main` to, where it has one."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        files = {}
+        for file in sorted(entry for entry in path.rglob("*") if entry.is_file()):
+            stat = file.stat()
+            key = str(file.relative_to(path))
+            files[key] = data_recipes.file_sha256(file) if stat.st_size <= WHOLE_FILE_DIGEST_LIMIT else [stat.st_size, stat.st_mtime_ns]
+        return {"model": model, "files": files}
+    hub_cache = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface") / "hub")
+    ref = hub_cache / f"models--{model.replace('/', '--')}" / "refs" / "main"
+    return {"model": model, "revision": ref.read_text().strip() if ref.is_file() else None}
+
+
+def reward_identity(name: str) -> dict[str, Any]:
+    """What a reward's code is: a built-in by gradus's version, a plugin (entry point or module path) by
+    the digest of the source file it is defined in. Code it imports from elsewhere is not seen."""
+    if name in BUILTIN_REWARDS:
+        return {"builtin": name, "gradus": _version("gradus")}
+    target = resolve(name)
+    source = inspect.getsourcefile(inspect.unwrap(target)) or inspect.getsourcefile(type(target))
+    return {"plugin": name, "source": data_recipes.file_sha256(Path(source)) if source else None}
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return None
 
 
 def _data_identity(spec: Any, planned: dict[str, "PlannedStage"]) -> dict[str, Any] | None:
@@ -129,18 +173,16 @@ def make_plan(manifest: Manifest) -> Plan:
     else:
         local = Path(base_model).expanduser()
         base_path = str(local.resolve()) if local.exists() else base_model
-        base_identity = {"model": base_model}
+        base_identity = model_identity(base_model)
 
     # Each distinct eval set once, in a fixed order: a second eval stage on the same data (best-of-n next
     # to greedy, say) or reordered eval stages change nothing a training stage removes, so rerun nothing.
     eval_sets = _distinct(_data_block(spec.data, run_dir) for spec in manifest.stages if spec.kind == "eval")
     check = manifest.decontamination
-    decontaminate = {"against": eval_sets, "ngram": check.ngram, "remove": check.remove} if check.enabled and eval_sets else None
+    decontaminate = {"against": eval_sets, **check.model_dump(exclude={"enabled"})} if check.enabled and eval_sets else None
 
     planned: dict[str, PlannedStage] = {}
-    eval_identities = _distinct(
-        _data_identity(spec.data, planned) for spec in manifest.stages if spec.kind == "eval" and spec.data.recipe != STAGE_OUTPUT_RECIPE
-    )
+    eval_data = [spec.data for spec in manifest.stages if spec.kind == "eval"]
     for spec in manifest.stages:
         dependencies = _dependencies(spec, planned)
         upstream = None if spec.model == "base" else planned[spec.model]
@@ -168,11 +210,16 @@ def make_plan(manifest: Manifest) -> Plan:
             # keeps its fingerprints; unset blocks too, so a gradus upgrade adding one reruns nothing)...
             "spec": {key: value for key, value in spec.model_dump(mode="json", exclude={"name", "model", "launch"}).items() if value is not None},
             "seed": manifest.seed,
-            "decontaminate": (check.model_dump(), eval_identities) if resolved.decontaminate else None,
+            # What the overlap check reads of each eval set (its problems, not their rendering); the refusal
+            # threshold changes no output. A stage_output set's producer is earlier (load_manifest checks).
+            "decontaminate": (check.model_dump(exclude={"max_removed_fraction"}), _distinct(
+                decontamination_identity(data.recipe, data.model_extra or {}, {name: stage.fingerprint for name, stage in planned.items()})
+                for data in eval_data)) if resolved.decontaminate else None,
             # ...plus what its inputs are.
             "data": _data_identity(spec.data, planned),
             "eval_data": _data_identity(spec.eval_data, planned),
             "upstream": upstream.fingerprint if upstream else base_identity,
+            "reward_code": [reward_identity(reward.name) for reward in spec.rewards],
             "dependencies": {name: planned[name].fingerprint for name in dependencies},
         }
         resolved.fingerprint = fingerprint(what_determines_output)
@@ -234,8 +281,9 @@ def srun_command(spec: StageSpec, stage_file: Path) -> list[str]:
     """A multi-node stage inside a SLURM allocation: one task per node, each filling in its own rank.
 
     The node command goes through `bash -c` so `$SLURM_PROCID` and `$GRADUS_MAIN_ADDR` expand on
-    each node.
+    each node; `--label` prefixes each line of the stage log with the task (= machine rank) it came from.
     """
     script = shell_line(launch_command(spec, stage_file, machine_rank="$SLURM_PROCID"))
     machines = spec.launch.num_machines
-    return ["srun", f"--nodes={machines}", f"--ntasks={machines}", "--ntasks-per-node=1", "--kill-on-bad-exit=1", "bash", "-c", script]
+    return ["srun", f"--nodes={machines}", f"--ntasks={machines}", "--ntasks-per-node=1", "--kill-on-bad-exit=1", "--label",
+            "bash", "-c", script]

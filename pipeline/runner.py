@@ -4,8 +4,10 @@ For each stage, in manifest order, the runner decides:
     skip    done before with the same fingerprint and its done.json is there
     resume  started before with the same fingerprint (running/failed/interrupted): the stage process
             finds its last checkpoint and continues from it
-    fresh   anything else: the old stage directory is set aside under `run_dir/.previous/` (kept
-            until the new run of the stage finishes), and the stage starts from scratch
+    restore its last done output other than the current one, kept in `run_dir/.previous/<stage>`,
+            has this fingerprint (an edit reverted): it is put back instead of retrained
+    fresh   anything else: a done output is kept in `run_dir/.previous/<stage>` (replacing the one kept
+            before), an unfinished attempt is deleted, and the stage starts from scratch
 Because a stage's fingerprint includes its upstream's, a changed stage makes every stage after it
 fresh, and nothing before it reruns.
 
@@ -25,6 +27,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -35,6 +38,7 @@ from pipeline.plan import Plan, PlannedStage
 from pipeline.report import write_report
 
 LOG_TAIL_LINES = 25
+DEFAULT_STOP_GRACE_S = 60.0  # after SIGINT/SIGTERM, how long a stage may take to stop before SIGKILL ($GRADUS_STOP_GRACE_S)
 
 
 class RunError(RuntimeError):
@@ -43,16 +47,27 @@ class RunError(RuntimeError):
 
 def decide(stage: PlannedStage, ledger: Ledger, forced: bool) -> str:
     entry = ledger.entry(stage.name)
-    if forced or entry is None or entry.get("fingerprint") != stage.fingerprint:
+    if forced:
         return "fresh"
+    if entry is None or entry.get("fingerprint") != stage.fingerprint:
+        return "restore" if _done_fingerprint(kept_output(stage)) == stage.fingerprint else "fresh"
     if entry["state"] == "done" and _done_marker_matches(stage):
         return "skip"
     return "resume"
 
 
+def kept_output(stage: PlannedStage) -> Path:
+    """Where the stage's last done output other than the current one is kept: `run_dir/.previous/<stage>`."""
+    return stage.stage_dir.parent / ".previous" / stage.name
+
+
+def _done_fingerprint(stage_dir: Path) -> str | None:
+    marker = stage_dir / "done.json"
+    return json.loads(marker.read_text()).get("fingerprint") if marker.is_file() else None
+
+
 def _done_marker_matches(stage: PlannedStage) -> bool:
-    marker = stage.stage_dir / "done.json"
-    return marker.is_file() and json.loads(marker.read_text()).get("fingerprint") == stage.fingerprint
+    return _done_fingerprint(stage.stage_dir) == stage.fingerprint
 
 
 def actions(plan: Plan, ledger: Ledger, from_stage: str | None = None, only: str | None = None) -> list[tuple[PlannedStage, str]]:
@@ -71,28 +86,67 @@ def run(plan: Plan, from_stage: str | None = None, only: str | None = None, say=
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive_lock(plan.run_dir):
         ledger = Ledger(plan.run_dir)
-        for stage, action in actions(plan, ledger, from_stage, only):
+        todo = actions(plan, ledger, from_stage, only)
+        refuse_before_launch(plan, todo, ledger)
+        for stage, action in todo:
             if action == "skip":
                 say(f"[gradus] {stage.name}: done (fingerprint {stage.fingerprint}), skipped")
                 continue
             _check_upstream_done(stage, ledger)
+            if action == "restore":
+                _restore(stage, ledger)
+                say(f"[gradus] {stage.name}: restored its kept output for fingerprint {stage.fingerprint} from {kept_output(stage)}")
+                continue
             if stage.node_commands and "SLURM_JOB_ID" not in os.environ:
                 raise RunError(
                     f"stage {stage.name!r} runs on {len(stage.node_commands)} machines: submit it with launch/slurm.sbatch, "
                     "or run the per-node commands `gradus plan` prints on each node"
                 )
             if action == "fresh":
-                _set_aside(stage, plan.run_dir)
+                _set_aside(stage)
             say(f"[gradus] {stage.name}: {'resuming' if action == 'resume' else 'starting'} ({stage.kind}, fingerprint {stage.fingerprint})")
             if stage.upstream is None and plan.base_model_dir is not None:
                 _materialise_tiny_base(plan)
-            exit_code = _run_stage(stage, ledger, plan.run_dir, say)
+            exit_code = _run_stage(stage, ledger, say)
             if exit_code != 0:
                 write_report(plan, ledger)
                 return exit_code
         say(write_report(plan, ledger))
         say(f"[gradus] run complete: {plan.run_dir} (report: {plan.run_dir / 'report.md'})")
         return 0
+
+
+def refuse_before_launch(plan: Plan, todo: list[tuple[PlannedStage, str]], ledger: Ledger) -> None:
+    """What would make a run wrong, refused before its first stage starts.
+
+    * A stage reads an upstream this run will not run (`--only`, or a skip) whose done output is not the
+      one the manifest now describes: it would train on a stale input and be recorded as fresh.
+    * A resume on another number of processes than the checkpoint was written with: HF's data skip and
+      the curriculum's stream are counted in batches of the old world size.
+    """
+    planned = {stage.name: stage for stage in plan.stages}
+    running = {stage.name for stage, action in todo if action not in ("skip", "restore")}
+    for stage, action in todo:
+        if stage.name not in running:
+            continue
+        for name in stage.depends_on:
+            entry = ledger.entry(name)
+            if name in running or entry is None or entry.get("state") != "done":
+                continue  # it runs first in this run, or _check_upstream_done stops the run before this stage
+            if entry.get("fingerprint") != planned[name].fingerprint:
+                raise RunError(
+                    f"stage {stage.name!r} reads {name!r}, which changed since it ran (its output has fingerprint "
+                    f"{entry.get('fingerprint')}, the manifest now gives {planned[name].fingerprint}); run with "
+                    f"`--from {name}` (or without --only) so {name!r} reruns first"
+                )
+        entry = ledger.entry(stage.name)
+        checkpointed = any((stage.stage_dir / "checkpoints").glob("checkpoint-*"))
+        if action == "resume" and checkpointed and entry and entry.get("num_processes", stage.resolved.num_processes) != stage.resolved.num_processes:
+            raise RunError(
+                f"stage {stage.name!r} was checkpointed on {entry['num_processes']} processes and would resume on "
+                f"{stage.resolved.num_processes}, which misaligns the batches its resume skips: launch it with "
+                f"num_processes {entry['num_processes']} again, or start it over with `--only {stage.name}`"
+            )
 
 
 def _check_upstream_done(stage: PlannedStage, ledger: Ledger) -> None:
@@ -102,14 +156,33 @@ def _check_upstream_done(stage: PlannedStage, ledger: Ledger) -> None:
             raise RunError(f"stage {stage.name!r} reads the output of {name!r}, which has not finished; run it first")
 
 
-def _set_aside(stage: PlannedStage, run_dir: Path) -> None:
-    """Move an earlier output out of the way, keeping it until the new run of the stage succeeds."""
+def _set_aside(stage: PlannedStage) -> None:
+    """Clear the stage directory for a fresh run. A done output is kept (replacing the one kept before),
+    so reverting to it later restores it; an unfinished attempt is deleted and never displaces it."""
     if not stage.stage_dir.exists():
         return
-    previous = run_dir / ".previous" / stage.name
-    shutil.rmtree(previous, ignore_errors=True)
-    previous.parent.mkdir(parents=True, exist_ok=True)
-    stage.stage_dir.rename(previous)
+    if _done_fingerprint(stage.stage_dir) is None:
+        shutil.rmtree(stage.stage_dir)
+        return
+    kept = kept_output(stage)
+    shutil.rmtree(kept, ignore_errors=True)
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    stage.stage_dir.rename(kept)
+
+
+def _restore(stage: PlannedStage, ledger: Ledger) -> None:
+    """Put the kept done output with this fingerprint back (the current output, if done, is kept instead)."""
+    kept = kept_output(stage)
+    swap = kept.with_name(kept.name + ".restoring")
+    kept.rename(swap)
+    _set_aside(stage)
+    swap.rename(stage.stage_dir)
+    model_dir = stage.stage_dir / "model"
+    ledger.update(
+        stage.name, state="done", kind=stage.kind, fingerprint=stage.fingerprint, ended_at=now(), exit_code=0,
+        output=str(stage.stage_dir), message=f"restored from {kept}", num_processes=stage.resolved.num_processes,
+        metrics=json.loads((stage.stage_dir / "metrics.json").read_text()), model=str(model_dir) if model_dir.is_dir() else None,
+    )
 
 
 def _materialise_tiny_base(plan: Plan) -> None:
@@ -125,14 +198,14 @@ def _materialise_tiny_base(plan: Plan) -> None:
     spec_file.write_text(json.dumps(wanted))
 
 
-def _run_stage(stage: PlannedStage, ledger: Ledger, run_dir: Path, say) -> int:
+def _run_stage(stage: PlannedStage, ledger: Ledger, say) -> int:
     stage.stage_dir.mkdir(parents=True, exist_ok=True)
     stage.resolved.write(stage.stage_file)
     started = time.time()
     ledger.update(
         stage.name, state="running", kind=stage.kind, fingerprint=stage.fingerprint, started_at=now(),
         ended_at=None, duration_s=None, output=str(stage.stage_dir), command=stage.command,
-        exit_code=None, message=None, metrics={},
+        exit_code=None, message=None, metrics={}, num_processes=stage.resolved.num_processes,
     )
     log_path = stage.stage_dir / "log.txt"
     exit_code, interrupted_by = _execute(stage.command, log_path, stage_environment(stage))
@@ -144,8 +217,10 @@ def _run_stage(stage: PlannedStage, ledger: Ledger, run_dir: Path, say) -> int:
             stage.name, state="done", ended_at=now(), duration_s=duration, exit_code=0, metrics=metrics,
             model=str(model_dir) if model_dir.is_dir() else None,
         )
-        shutil.rmtree(run_dir / ".previous" / stage.name, ignore_errors=True)
         say(f"[gradus] {stage.name}: done in {duration:.0f}s")
+        if interrupted_by:  # the signal came as the stage finished: it is done, and the run still stops here
+            say(f"[gradus] stopped by {interrupted_by}; rerun the same command to go on with the next stage")
+            return 130
         return 0
     if interrupted_by:
         message = f"stopped by {interrupted_by}; rerun the same command to resume from the last checkpoint"
@@ -181,6 +256,7 @@ def _execute(command: list[str], log_path: Path, extra_env: dict[str, str]) -> t
     Returns the exit code and the name of the signal that interrupted the run, if one did.
     """
     interrupted_by: list[str] = []
+    grace_s = float(os.environ.get("GRADUS_STOP_GRACE_S", DEFAULT_STOP_GRACE_S))
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **extra_env}
     with log_path.open("ab") as log:
         log.write(f"\n===== {now()} {' '.join(command)}\n".encode())
@@ -193,27 +269,37 @@ def _execute(command: list[str], log_path: Path, extra_env: dict[str, str]) -> t
             interrupted_by.append(signal.Signals(signum).name)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
+            if len(interrupted_by) == 1:  # a stage that outlives its grace (and may hold the pipe open) is killed
+                killer.start()
 
+        killer = threading.Timer(grace_s, _kill_group, args=(process.pid,))
+        killer.daemon = True
         previous_handlers = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             while chunk := os.read(process.stdout.fileno(), 65536):
                 sys.stdout.buffer.write(chunk)
                 sys.stdout.flush()
                 log.write(chunk)
-            exit_code = _wait_then_kill(process)
+            exit_code = _wait_then_kill(process, grace_s)
         finally:
+            killer.cancel()
             for sig, handler in previous_handlers.items():
                 signal.signal(sig, handler)
     return exit_code, (interrupted_by[0] if interrupted_by else None)
 
 
-def _wait_then_kill(process: subprocess.Popen, grace_s: float = 60.0) -> int:
+def _wait_then_kill(process: subprocess.Popen, grace_s: float) -> int:
+    """The stage's exit code once its output closed; a launcher that lingers past the grace is killed."""
     try:
         return process.wait(timeout=grace_s)
     except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+        _kill_group(process.pid)
         return process.wait()
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 @contextlib.contextmanager

@@ -128,3 +128,36 @@ def test_slurm_script_is_valid_shell():
     if shutil.which("shellcheck"):
         result = subprocess.run(["shellcheck", str(script)], capture_output=True, text=True)
         assert result.returncode == 0, result.stdout
+
+
+def test_a_local_base_model_is_fingerprinted_by_its_files_not_its_path(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"hidden_size": 32}')
+    (model / "model.safetensors").write_bytes(b"\0" * (2 << 20))  # large: by size and modification time
+    manifest = tiny_manifest(tmp_path / "run") | {"base_model": str(model)}
+    before = plan_for(tmp_path, manifest).stages[0].fingerprint
+    (model / "config.json").write_text('{"hidden_size": 64}')
+    after_config = plan_for(tmp_path, manifest).stages[0].fingerprint
+    (model / "model.safetensors").write_bytes(b"\1" * (2 << 20 + 1))
+    after_weights = plan_for(tmp_path, manifest).stages[0].fingerprint
+    assert len({before, after_config, after_weights}) == 3
+
+
+def test_a_reward_plugin_is_fingerprinted_by_its_source(tmp_path, monkeypatch):
+    plugin = tmp_path / "my_reward.py"
+    plugin.write_text("def exact(prompts, completions, answer, **kwargs):\n    return [float(c.strip() == a) for c, a in zip(completions, answer)]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    manifest = tiny_manifest(tmp_path / "run")
+    manifest["stages"].append({
+        "name": "grpo", "kind": "grpo", "model": "sft", "rewards": [{"name": "my_reward:exact"}],
+        "data": {"recipe": "synthetic_arithmetic", "levels": [1], "num_examples": 16},
+    })
+    before = plan_for(tmp_path, manifest).stages[2].fingerprint
+    plugin.write_text(plugin.read_text().replace("c.strip() == a", "a in c"))  # a looser, hackable reward
+    import importlib
+    import sys
+
+    sys.modules.pop("my_reward", None)
+    importlib.invalidate_caches()
+    assert plan_for(tmp_path, manifest).stages[2].fingerprint != before
