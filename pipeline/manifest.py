@@ -138,14 +138,17 @@ class StageSpec(BaseModel):
 
 
 class DecontaminationSpec(BaseModel):
-    """Before a training stage trains, its prompts are checked for n-gram overlap with the data of
-    every eval stage in the manifest; overlaps are reported and, unless `remove: false`, dropped."""
+    """Before a training stage trains, its problems are checked for n-gram overlap with the data of
+    every eval stage in the manifest; overlaps are reported and, unless `remove: false`, dropped.
+    A removal of more than `max_removed_fraction` of the rows is refused (the stage fails naming the
+    counts): so large a share means the check, not the data, is wrong, unless the manifest says so."""
 
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
     ngram: int = Field(13, gt=0)
     remove: bool = True
+    max_removed_fraction: float = Field(0.05, ge=0, le=1)
 
 
 class Manifest(BaseModel):
@@ -198,6 +201,7 @@ def load_manifest(path: str | Path) -> Manifest:
         _check_rewards(stage, columns, earlier, all_names)
         _check_curriculum(stage, columns)
         earlier[stage.name] = stage
+    _check_decontamination_order(manifest)
     return manifest
 
 
@@ -229,6 +233,23 @@ def _check_stage_graph(manifest: Manifest) -> None:
         if stage.kind == "dpo" and stage.on_policy is None and stage.rewards:
             raise ManifestError(f"stage {stage.name!r}: field 'rewards': a dpo stage uses rewards only with on_policy; add on_policy or remove them")
         seen[stage.name] = stage
+
+
+def _check_decontamination_order(manifest: Manifest) -> None:
+    """A training stage is checked against every eval set; one read from a stage's dataset must exist by
+    then, so its producer must come first (a later one would fail the training stage at load)."""
+    if not manifest.decontamination.enabled:
+        return
+    order = [stage.name for stage in manifest.stages]
+    produced = [(stage.name, stage.data.model_extra["stage"]) for stage in manifest.stages
+                if stage.kind == "eval" and stage.data.recipe == STAGE_OUTPUT_RECIPE]
+    for stage in (stage for stage in manifest.stages if stage.kind in TRAINING_KINDS):
+        for evaluation, producer in produced:
+            if order.index(producer) > order.index(stage.name):
+                raise ManifestError(
+                    f"stage {stage.name!r}: decontamination: eval stage {evaluation!r} reads the dataset of stage {producer!r}, which runs "
+                    f"after it, so it cannot be checked against it; evaluate on data that exists from the start, or set decontamination: {{enabled: false}}"
+                )
 
 
 def _check_data(stage: StageSpec, earlier: dict[str, StageSpec]) -> set[str]:

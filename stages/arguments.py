@@ -338,6 +338,8 @@ class Decontamination(BaseModel):
     against: list[DataBlock]
     ngram: int
     remove: bool
+    max_removed_fraction: float
+    """A removal that would drop a larger share of the rows is refused: a check gone wrong, not contamination."""
 
 
 class StageFile(BaseModel):

@@ -113,29 +113,46 @@ def load_data(spec: DataBlock) -> Any:
 
 
 def load_training_data(stage: StageFile) -> Any:
-    """The stage's training set, with prompts that overlap the manifest's eval sets reported in
-    `decontamination.json` and (by default) removed. Every process computes the same result."""
-    dataset = load_data(stage.data)
-    if not stage.decontaminate:
-        return dataset
-    from data_recipes.decontamination import contaminated_rows, prompt_text
+    """The stage's training set, with problems that overlap the manifest's eval sets reported in
+    `decontamination.json` and (by default) removed. Every process computes the same result.
 
-    eval_sets = [load_data(spec) for spec in stage.decontaminate.against]
-    # Compare bare problems where every set has them: prompts share template text.
-    column = "problem" if all("problem" in data.column_names for data in [dataset, *eval_sets]) else "prompt"
-    eval_prompts = [text for data in eval_sets for text in data[column]]
-    overlapping = contaminated_rows(dataset[column], eval_prompts, n=stage.decontaminate.ngram)
+    What is compared is each side's problem text (`data_recipes.decontamination`). A removal of more than
+    `max_removed_fraction` of the rows is refused: so large an overlap means the check compared the wrong
+    text, or the eval sets are the training data; the stage fails naming the counts rather than train on
+    what is left."""
+    dataset = load_data(stage.data)
+    check = stage.decontaminate
+    if not check:
+        return dataset
+    from data_recipes.decontamination import contaminated_rows, problem_keys, problem_texts
+
+    train_texts, train_read_from = problem_texts(dataset)
+    eval_keys, eval_read_from = [], []
+    for spec in check.against:
+        texts, read_from = problem_texts(load_data(spec))
+        eval_keys += problem_keys(texts, check.ngram, read_from)
+        eval_read_from.append(read_from)
+    overlapping = contaminated_rows(problem_keys(train_texts, check.ngram, train_read_from), eval_keys)
+    share = len(overlapping) / len(dataset) if len(dataset) else 0.0
+    refused = check.remove and share > check.max_removed_fraction
+    report = stage.stage_dir / "decontamination.json"
     if is_main_process():
         stage.stage_dir.mkdir(parents=True, exist_ok=True)
-        write_json(stage.stage_dir / "decontamination.json", {
-            "ngram": stage.decontaminate.ngram, "compared_column": column, "eval_prompts": len(eval_prompts), "train_rows": len(dataset),
-            "overlapping_rows": len(overlapping), "removed": stage.decontaminate.remove,
-            "examples": [prompt_text(dataset[index][column])[:200] for index in overlapping[:5]],
+        write_json(report, {
+            "ngram": check.ngram, "compared": {"train": train_read_from, "eval": eval_read_from}, "eval_problems": len(eval_keys),
+            "train_rows": len(dataset), "overlapping_rows": len(overlapping), "removed": check.remove and not refused,
+            "examples": [train_texts[index][:200] for index in overlapping[:5]],
         })
-        if overlapping:
-            log.info("decontamination: %d of %d training prompts overlap the eval sets%s", len(overlapping), len(dataset),
-                     ", removed" if stage.decontaminate.remove else " (kept: decontamination.remove is false)")
-    if overlapping and stage.decontaminate.remove:
+        if overlapping and not refused:
+            log.info("decontamination: %d of %d training problems overlap the eval sets%s", len(overlapping), len(dataset),
+                     ", removed" if check.remove else " (kept: decontamination.remove is false)")
+    if refused:
+        raise RuntimeError(
+            f"decontamination would remove {len(overlapping)} of {len(dataset)} training rows ({share:.1%}), more than "
+            f"decontamination.max_removed_fraction {check.max_removed_fraction} (examples in {report}); if the overlap is real, "
+            "raise max_removed_fraction in the manifest's decontamination block, or set remove: false to keep the rows"
+        )
+    if overlapping and check.remove:
         dropped = set(overlapping)
         dataset = dataset.select([index for index in range(len(dataset)) if index not in dropped])
     return dataset

@@ -7,7 +7,7 @@ import json
 import pytest
 
 import data_recipes
-from data_recipes.decontamination import contaminated_rows
+from data_recipes.decontamination import contaminated_rows, problem_keys
 from data_recipes.math_sets import last_boxed
 
 FILES = {
@@ -78,7 +78,7 @@ def test_mixture_draws_by_weight_and_tags_sources(shared_data):
 def test_decontamination_finds_all_of_math500_in_math_test(shared_data):
     math_test = data_recipes.load("math", {"path": str(shared_data / "math" / "test.jsonl")})
     math500 = data_recipes.load("math500", {"path": str(shared_data / "math500" / "test.jsonl")})
-    overlapping = contaminated_rows(math_test["problem"], math500["problem"], n=13)
+    overlapping = contaminated_rows(problem_keys(math_test["problem"], 13), problem_keys(math500["problem"], 13))
     problems_500 = {json.loads(line)["problem"] for line in (shared_data / "math500" / "test.jsonl").read_text().splitlines()}
     flagged = {json.loads(line)["problem"] for index, line in enumerate((shared_data / "math" / "test.jsonl").read_text().splitlines())
                if index in set(overlapping)}
