@@ -15,7 +15,7 @@ How a pair is scored (the text rules are `rewards.answer_text`'s):
   3. Gold and answer go through the same digit-separator rule and the same parse (`parse_math`: the
      text inside `\boxed{}`), so a gold always verifies against itself. An ambiguous answer scores 0.
   4. An answer written exactly as the gold scores 1.0, and two plain numbers are compared exactly,
-     both without sympy (most GSM8K and half of MATH); two numbers more than 1e-6 apart score 0.0
+     both without sympy (most GSM8K and half of MATH); two expressions whose values differ score 0.0
      without `verify`, which would say so after a costly symbolic simplification (`far_apart`);
      everything else by math-verify's `verify`, gold first, plus one guard: two exact numbers (no
      decimal in either) that math-verify calls equal only because it rounds their difference to 0 at
@@ -60,8 +60,10 @@ CACHE_SIZE = 65_536
 
 # Relative difference below which two exact numbers that math-verify calls equal are taken as equal.
 EXACT_TOLERANCE = 1e-20
-# Relative difference (absolute below 1) beyond which two numbers are apart for every rule of verify.
+# Relative difference (absolute below 1) beyond which two values are apart for every rule of verify.
 NUMERIC_TOLERANCE = 1e-6
+# Where `far_apart` evaluates expressions with variables: values no answer is likely to single out.
+EVALUATION_POINT = (0.5772156649, 1.3247179572, 2.7182818285, 0.4142135624, 1.6180339887)
 # Words that math may contain outside \text{}: function names, and the list words math-verify reads.
 MATH_WORDS = frozenset(
     "sin cos tan cot sec csc arcsin arccos arctan sinh cosh tanh log ln lg exp lim max min gcd lcm mod "
@@ -220,18 +222,32 @@ def _plain_number(text: str) -> tuple[Fraction | None, bool]:
 
 
 def far_apart(gold_parsed: tuple, answer_parsed: tuple, timeout_seconds: int) -> bool:
-    """Whether gold and answer are two finite numbers more than 1e-6 apart (relative, and absolute near
-    0): then no rule of math-verify's makes them equal (it rounds decimals to 6 places, evaluates other
-    numbers to 15 digits, and simplifies their difference), and `verify`, whose symbolic simplification
-    is most of the cost of a wrong answer, need not run. Percentages are left to it: it reads 9% as 9."""
-    numbers = _numbers(gold_parsed, answer_parsed)
-    if numbers is None:
+    """Whether gold and answer are two expressions (numbers, or with variables) whose values differ by
+    more than 1e-6 (relative, and absolute near 0), all variables at the same fixed point: then no rule
+    of math-verify's makes them equal (it compares their text, rounds decimals to 6 places, evaluates
+    their difference to 15 digits, and simplifies it symbolically, which cannot make two functions that
+    differ somewhere equal), and `verify`, whose symbolic simplification is most of the cost of a wrong
+    answer, need not run. Left to it: a bare symbol (it compares those by name), relations, sets and
+    matrices, anything that does not evaluate to a finite number there, and percentages (the caller's
+    check: it reads 9% as 9)."""
+    expressions = _expressions(gold_parsed, answer_parsed)
+    if expressions is None:
         return False
-    values = _within_timeout(lambda: (complex(numbers[0].evalf(20)), complex(numbers[1].evalf(20))), timeout_seconds)
+    gold, answer = expressions
+    point = {symbol: EVALUATION_POINT[index % len(EVALUATION_POINT)] for index, symbol in enumerate(sorted(gold.free_symbols | answer.free_symbols, key=str))}
+    values = _within_timeout(lambda: (complex(gold.evalf(20, subs=point)), complex(answer.evalf(20, subs=point))), timeout_seconds)
     if values is None or not all(cmath.isfinite(value) for value in values):
         return False
-    gold, answer = values
-    return abs(gold - answer) > NUMERIC_TOLERANCE * max(1.0, abs(gold), abs(answer))
+    gold_value, answer_value = values
+    return abs(gold_value - answer_value) > NUMERIC_TOLERANCE * max(1.0, abs(gold_value), abs(answer_value))
+
+
+def _expressions(gold_parsed: tuple, answer_parsed: tuple) -> tuple[Expr, Expr] | None:
+    """The two parses' expressions, if both are expressions and neither a bare symbol."""
+    gold, answer = gold_parsed[0], answer_parsed[0]
+    if isinstance(gold, Expr) and isinstance(answer, Expr) and not isinstance(gold, Symbol) and not isinstance(answer, Symbol):
+        return gold, answer
+    return None
 
 
 def _equal_only_when_rounded(gold_parsed: tuple, answer_parsed: tuple, timeout_seconds: int) -> bool:
@@ -241,10 +257,10 @@ def _equal_only_when_rounded(gold_parsed: tuple, answer_parsed: tuple, timeout_s
     rounds anything below about 1e-15 to 0: `\\frac{1}{2^{100}}` "equals" 0. Decimals are left to its
     rounding rule (0.333333 is 1/3 on purpose); so are sets, relations and anything with a variable.
     """
-    numbers = _numbers(gold_parsed, answer_parsed)
-    if numbers is None:
+    expressions = _expressions(gold_parsed, answer_parsed)
+    if expressions is None or not all(expression.is_number for expression in expressions):
         return False
-    gold, answer = numbers
+    gold, answer = expressions
     if (gold.is_Atom and answer.is_Atom) or gold == answer or gold.has(Float) or answer.has(Float):
         return False  # atoms are compared exactly by math-verify; decimals are rounded on purpose
 
@@ -255,14 +271,6 @@ def _equal_only_when_rounded(gold_parsed: tuple, answer_parsed: tuple, timeout_s
 
     difference = _within_timeout(relative_difference, timeout_seconds)
     return difference is not None and difference > EXACT_TOLERANCE
-
-
-def _numbers(gold_parsed: tuple, answer_parsed: tuple) -> tuple[Expr, Expr] | None:
-    """The two parses' expressions if both are numbers (no variable, set, relation or matrix)."""
-    gold, answer = gold_parsed[0], answer_parsed[0]
-    if isinstance(gold, Expr) and isinstance(answer, Expr) and gold.is_number and answer.is_number:
-        return gold, answer
-    return None
 
 
 def _within_timeout(compute: Callable[[], Any], timeout_seconds: int) -> Any:

@@ -209,9 +209,10 @@ def test_options_survive_pickling_for_worker_processes() -> None:
     assert reward(["?"], [r"<r>x</r> \boxed{3,5}"], answer=["3.5"]) == [1.0]
 
 
-def test_numbers_far_apart_skip_verify_only_where_it_says_no(shared_data: Path) -> None:
-    """The shortcut past math-verify's costly symbolic check for two numbers more than 1e-6 apart must
-    only ever answer what `verify` answers: checked on every MATH-500 gold against another."""
+def test_values_far_apart_skip_verify_only_where_it_says_no(shared_data: Path) -> None:
+    """The shortcut past math-verify's costly symbolic check, for two expressions whose values differ,
+    must only ever answer what `verify` answers: checked on every MATH-500 gold against another, and on
+    equal expressions written differently."""
     from math_verify import verify
 
     from rewards.math_scoring import far_apart, parse_gold
@@ -223,5 +224,6 @@ def test_numbers_far_apart_skip_verify_only_where_it_says_no(shared_data: Path) 
     apart = [(gold, other) for gold, other in zip(parsed, others) if far_apart(gold, other, 5)]
     assert len(apart) > 100
     assert not any(verify(list(gold), list(other), timeout_seconds=5) for gold, other in apart)
-    near = parse_gold("0.3333334", 5, False)[1], parse_gold(r"\frac{1}{3}", 5, False)[1]
-    assert not far_apart(*near, 5) and verify(list(near[0]), list(near[1]), timeout_seconds=5)
+    for gold, same in [("0.3333334", r"\frac{1}{3}"), ("1", r"\sin^2 x + \cos^2 x"), ("x^2+2x+1", "(x+1)^2"), (r"\sec^2(y)", r"\tan^2(y)+1")]:
+        pair = parse_gold(gold, 5, False)[1], parse_gold(same, 5, False)[1]
+        assert not far_apart(*pair, 5) and verify(list(pair[0]), list(pair[1]), timeout_seconds=5)
