@@ -5,13 +5,16 @@ verifier: best-of-n (the sample it rates highest) and verifier-weighted majority
 next to plain majority vote and pass@1.
 
 Greedy by default (one sample, pass@1 = accuracy); with `num_samples: n` and a temperature, also
-unbiased pass@k and maj@k (majority vote over the final \\boxed answers) for each k in `k` up to n.
+unbiased pass@k and maj@k for each k in `k` up to n. maj@k votes on the final \\boxed answers: answers
+math-verify finds equal (`\\frac{1}{2}`, `0.5`, `1/2`) are one, a sample without a box does not vote, and
+a tie goes to the answer that came first (`answer_classes`, `majority_correct`); verifier-weighted
+majority sums ratings over the same classes.
 Everything is reported overall, per difficulty level and per source set. Items whose gold answer is
 not math (`rewards.math_scoring.parse_gold`) are skipped, counted (`unscorable`) and listed
 (`unscorable_golds`, the first few), never scored as correct.
 Outputs next to `metrics.json`: `report.md` (the table), `predictions.jsonl` (every prompt,
-completion and score) and `accuracy_by_level.png`. With several processes, each generates a slice
-and the main process scores the gathered whole.
+completion, score, answer and answer class) and `accuracy_by_level.png`. With several processes,
+each generates a slice and the main process scores the gathered whole.
 """
 
 from __future__ import annotations
@@ -19,11 +22,11 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter, defaultdict
-from typing import Any
+from typing import Any, Callable
 
-from data_recipes.math_sets import last_boxed
+from rewards.answer_text import final_box
 from stages import common
-from stages.arguments import EvalArgs, StageFile
+from stages.arguments import EvalArgs, RewardBlock, StageFile
 
 UNSCORABLE_GOLDS_LISTED = 10
 
@@ -35,52 +38,118 @@ def pass_at_k(samples: int, correct: int, k: int) -> float:
     return 1.0 - math.prod((samples - correct - i) / (samples - i) for i in range(k))
 
 
-def majority_correct(answers: list[str], scores: list[float]) -> float:
-    """maj@k for one item: is the most frequent final answer (first seen wins a tie) a correct one?"""
-    counts = Counter(answers)
-    winner = max(counts, key=lambda answer: (counts[answer], -answers.index(answer)))
-    return scores[answers.index(winner)]
+def answer_classes(answers: list[str | None], judge: Callable[..., list[float | None]]) -> list[int | None]:
+    """Each sample's answer class, for one item: answers math-verify finds equal share a class, numbered in
+    order of first appearance (a lower number, an earlier first member); a sample without an answer, None.
+
+    An answer joins the first class whose first member it equals, as `judge` (math_accuracy) scores it with
+    that first member as the gold (verify is asymmetric: the earlier answer is the reference), the same
+    text without asking; otherwise it opens a class. So `\\frac{1}{2}`, `0.5` and `1/2` are one answer, and
+    an answer that is not math (prose) is the same only as its own text.
+    """
+    firsts: list[str] = []
+    class_of: dict[str, int] = {}
+    for answer in dict.fromkeys(answer for answer in answers if answer is not None):
+        verdicts = judge(prompts=[""] * len(firsts), completions=[f"\\boxed{{{answer}}}"] * len(firsts), answer=firsts) if firsts else []
+        class_of[answer] = next((number for number, verdict in enumerate(verdicts) if verdict == 1.0), len(firsts))
+        if class_of[answer] == len(firsts):
+            firsts.append(answer)
+    return [None if answer is None else class_of[answer] for answer in answers]
 
 
-def verifier_metrics(answers: list[str], scores: list[float], verdicts: dict[str, list[float]]) -> dict[str, float]:
-    """For each verifier (e.g. a PRM): best-of-n (is the sample it rates highest correct?) and
-    verifier-weighted majority vote (the answer with the largest summed rating) over all n samples."""
+def _winner(weights: dict[int, float]) -> int | None:
+    """The class with the largest weight; a tie goes to the class whose first member came first."""
+    return min(weights, key=lambda number: (-weights[number], number), default=None)
+
+
+def majority_correct(classes: list[int | None], scores: list[float]) -> float:
+    """maj@k for one item: is the answer class with the most samples correct (its first member's score)?
+    Samples without an answer do not vote; when no sample has one, nothing is chosen and the item scores 0."""
+    winner = _winner(Counter(number for number in classes if number is not None))
+    return 0.0 if winner is None else scores[classes.index(winner)]
+
+
+def verifier_metrics(classes: list[int | None], scores: list[float], verdicts: dict[str, list[float | None]]) -> dict[str, float]:
+    """For each verifier (e.g. a PRM): best-of-n (is the sample it rates highest correct? the earliest on a
+    tie) and verifier-weighted majority vote (the answer class with the largest summed rating, ties as in
+    maj@k) over all n samples. An unrated sample (None) is never picked over a rated one and adds nothing to
+    its class; with no rated sample (with an answer, for the vote), nothing is chosen and the item scores 0."""
     metrics = {}
     for name, ratings in verdicts.items():
-        best = max(range(len(ratings)), key=lambda sample: ratings[sample])
-        metrics[f"best_of_{len(scores)}/{name}"] = scores[best]
-        totals: dict[str, float] = defaultdict(float)
-        for answer, rating in zip(answers, ratings):
-            totals[answer] += rating
-        winner = max(totals, key=lambda answer: (totals[answer], -answers.index(answer)))
-        metrics[f"weighted_maj@{len(scores)}/{name}"] = scores[answers.index(winner)]
+        rated = [sample for sample, rating in enumerate(ratings) if rating is not None]
+        best = max(rated, key=lambda sample: ratings[sample], default=None)
+        metrics[f"best_of_{len(scores)}/{name}"] = 0.0 if best is None else scores[best]
+        totals: dict[int, float] = defaultdict(float)
+        for number, rating in zip(classes, ratings):
+            if number is not None and rating is not None:
+                totals[number] += rating
+        winner = _winner(totals)
+        metrics[f"weighted_maj@{len(scores)}/{name}"] = 0.0 if winner is None else scores[classes.index(winner)]
     return metrics
 
 
-def item_metrics(scores: list[float], answers: list[str], ks: list[int], verdicts: dict[str, list[float]] | None = None) -> dict[str, float]:
+def item_metrics(
+    scores: list[float], classes: list[int | None], ks: list[int], verdicts: dict[str, list[float | None]] | None = None,
+) -> dict[str, float]:
     """pass@1, pass@k and maj@k of one item's samples (k up to the number of samples), and with
     several samples, each verifier's best-of-n and weighted majority."""
     metrics = {"pass@1": sum(scores) / len(scores)}
     for k in ks:
         if 1 < k <= len(scores):
             metrics[f"pass@{k}"] = pass_at_k(len(scores), int(sum(scores)), k)
-            metrics[f"maj@{k}"] = majority_correct(answers[:k], scores[:k])
+            metrics[f"maj@{k}"] = majority_correct(classes[:k], scores[:k])
     if verdicts and len(scores) > 1:
-        metrics.update(verifier_metrics(answers, scores, verdicts))
+        metrics.update(verifier_metrics(classes, scores, verdicts))
     return metrics
+
+
+def score_items(
+    rows: list[dict[str, Any]], completions: list[str], num_samples: int, ratings: dict[str, list[float | None]], difficulty_column: str,
+) -> list[dict[str, Any]]:
+    """One item per row, from its `num_samples` consecutive completions: math_accuracy's score of each, its
+    final answer (its last \\boxed{}, `rewards.answer_text.final_box`, as math_accuracy reads a boxed
+    answer; None without one) and answer class (`answer_classes`), and each verifier's ratings."""
+    import rewards
+
+    score = rewards.build("math_accuracy", {})
+    repeated = [row for row in rows for _ in range(num_samples)]
+    scores = score(prompts=[row["prompt"] for row in repeated], completions=completions, answer=[row["answer"] for row in repeated])
+    items = []
+    for index, row in enumerate(rows):
+        samples = slice(index * num_samples, (index + 1) * num_samples)
+        answers = [final_box(text) for text in completions[samples]]
+        items.append({
+            "prompt": row["prompt"], "answer": row["answer"], "completions": completions[samples], "scores": scores[samples],
+            "answers": answers, "classes": answer_classes(answers, score),
+            "verdicts": {name: values[samples] for name, values in ratings.items()},
+            "level": row.get(difficulty_column), "source": row.get("source"),
+        })
+    return items
+
+
+def verifier_ratings(verifiers: list[RewardBlock], rows: list[dict[str, Any]], completions: list[str]) -> dict[str, list[float | None]]:
+    """Each of the stage's rewards, acting as a verifier, rates every sample (`rows`: each sample's data
+    row). None, where it gives no rating, stays None: a 0 in its place would outrank a real negative one."""
+    import rewards
+
+    columns = {column: [row[column] for row in rows] for column in (rows[0] if rows else {}) if column != "prompt"}
+    return {
+        verifier.name: list(rewards.build(verifier.name, verifier.options)(prompts=[row["prompt"] for row in rows], completions=completions, **columns))
+        for verifier in verifiers
+    }
 
 
 def accuracy_report(items: list[dict[str, Any]], ks: list[int]) -> dict[str, Any]:
     """Metrics overall, per level and per source; items whose gold can't be parsed are counted apart.
 
-    Each item is {"scores": [...], "answers": [...], "level": ..., "source": ..., "verdicts": {verifier:
-    [...]}}, one score (and one rating per verifier) per sample.
+    Each item is {"scores": [...], "classes": [...], "level": ..., "source": ..., "verdicts": {verifier:
+    [...]}}, one score, answer class (`answer_classes`) and rating per verifier per sample.
     `accuracy` is pass@1 (the mean over samples), the figure the ledger and `gradus status` show.
     """
     scorable = [item for item in items if all(score is not None for score in item["scores"])]
 
     def summarise(group: list[dict[str, Any]]) -> dict[str, float]:
-        per_item = [item_metrics(item["scores"], item["answers"], ks, item.get("verdicts")) for item in group]
+        per_item = [item_metrics(item["scores"], item["classes"], ks, item.get("verdicts")) for item in group]
         return {key: sum(metrics[key] for metrics in per_item) / len(per_item) for key in per_item[0]} if per_item else {}
 
     def grouped(key: str) -> dict[str, dict[str, float]]:
@@ -167,8 +236,6 @@ def run(stage: StageFile) -> None:
     from accelerate.utils import gather_object
     from transformers import AutoModelForCausalLM
 
-    import rewards
-
     args = EvalArgs(**stage.args)
     torch.manual_seed(args.seed if args.seed is not None else stage.seed)
     dataset = common.load_data(stage.data)
@@ -186,30 +253,15 @@ def run(stage: StageFile) -> None:
     completions = gather_object(my_completions)
 
     if state.is_main_process:
-        score = rewards.build("math_accuracy", {})
-        scores = score(prompts=[dataset[i]["prompt"] for i in repeated], completions=completions,
-                       answer=[dataset[i]["answer"] for i in repeated])
+        rows = dataset.to_list()
         # The stage's rewards, if any, act as verifiers: they rate samples, math_accuracy still judges them.
-        ratings = {
-            reward.name: [0.0 if value is None else value for value in rewards.build(reward.name, reward.options)(
-                prompts=[dataset[i]["prompt"] for i in repeated], completions=completions,
-                **{column: [dataset[i][column] for i in repeated] for column in dataset.column_names if column != "prompt"})]
-            for reward in stage.rewards
-        }
-        items = []
-        for index, row in enumerate(dataset):
-            samples = slice(index * args.num_samples, (index + 1) * args.num_samples)
-            items.append({
-                "prompt": row["prompt"], "answer": row["answer"], "completions": completions[samples], "scores": scores[samples],
-                "answers": [last_boxed(text) or text.strip() for text in completions[samples]],
-                "verdicts": {name: values[samples] for name, values in ratings.items()},
-                "level": row.get(args.difficulty_column), "source": row.get("source"),
-            })
+        ratings = verifier_ratings(stage.rewards, [rows[index] for index in repeated], completions)
+        items = score_items(rows, completions, args.num_samples, ratings, args.difficulty_column)
         report = accuracy_report(items, args.k)
         stage.stage_dir.mkdir(parents=True, exist_ok=True)
         with (stage.stage_dir / "predictions.jsonl").open("w") as handle:
             for item in items:
-                handle.write(json.dumps({key: value for key, value in item.items() if key != "answers"}) + "\n")
+                handle.write(json.dumps(item) + "\n")
         (stage.stage_dir / "report.md").write_text(markdown_table(stage.name, report))
         print_table(stage.name, report)
         plot_by_level(stage.name, report, stage.stage_dir / "accuracy_by_level.png")

@@ -16,16 +16,16 @@ def test_pass_at_k_equals_brute_force(samples, correct, k):
     assert pass_at_k(samples, correct, k) == pytest.approx(sum(any(s) for s in subsets) / len(subsets))
 
 
-def test_majority_vote_uses_the_most_frequent_answer_first_seen_wins_ties():
-    assert majority_correct(["3", "4", "4", "5"], [1.0, 0.0, 0.0, 0.0]) == 0.0
-    assert majority_correct(["3", "4", "3", "4"], [1.0, 0.0, 1.0, 0.0]) == 1.0
+def test_majority_vote_uses_the_largest_answer_class_first_seen_wins_ties():
+    assert majority_correct([0, 1, 1, 2], [1.0, 0.0, 0.0, 0.0]) == 0.0
+    assert majority_correct([0, 1, 0, 1], [1.0, 0.0, 1.0, 0.0]) == 1.0
 
 
 def test_report_groups_by_level_and_source_and_skips_unscorable():
     items = [
-        {"scores": [1.0, 0.0, 1.0, 1.0], "answers": ["2", "3", "2", "2"], "level": 1, "source": "a"},
-        {"scores": [0.0, 0.0, 0.0, 1.0], "answers": ["7", "7", "8", "9"], "level": 2, "source": "b"},
-        {"scores": [None, None, None, None], "answers": ["x"] * 4, "level": 2, "source": "b", "answer": "yes"},
+        {"scores": [1.0, 0.0, 1.0, 1.0], "classes": [0, 1, 0, 0], "level": 1, "source": "a"},
+        {"scores": [0.0, 0.0, 0.0, 1.0], "classes": [0, 0, 1, 2], "level": 2, "source": "b"},
+        {"scores": [None, None, None, None], "classes": [0] * 4, "level": 2, "source": "b", "answer": "yes"},
     ]
     report = accuracy_report(items, ks=[1, 4, 8])
     assert report["unscorable"] == 1 and report["n"] == 3
@@ -39,7 +39,7 @@ def test_report_groups_by_level_and_source_and_skips_unscorable():
 
 
 def test_verifier_best_of_n_and_weighted_majority():
-    items = [{"scores": [0.0, 0.0, 1.0, 0.0], "answers": ["5", "5", "6", "7"], "level": 1, "source": None,
+    items = [{"scores": [0.0, 0.0, 1.0, 0.0], "classes": [0, 0, 1, 2], "level": 1, "source": None,
               "verdicts": {"prm": [0.2, 0.1, 0.9, 0.3]}}]
     overall = accuracy_report(items, ks=[4])["overall"]
     assert overall["maj@4"] == 0.0  # "5" is the most frequent answer, and wrong
