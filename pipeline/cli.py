@@ -3,6 +3,9 @@
     gradus plan MANIFEST               validate, then print each stage, what a run would do, and its command
     gradus run MANIFEST [--from S | --only S]
     gradus status RUN_DIR              the ledger as a table
+
+`status` reads the ledger and nothing else, so it imports neither the manifest schema (pydantic, the
+recipes, the reward registry) nor the planner: those load only for `plan` and `run`.
 """
 
 from __future__ import annotations
@@ -10,15 +13,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
-from pipeline import preflight
 from pipeline.ledger import Ledger
-from pipeline.manifest import ManifestError, load_manifest
-from pipeline.plan import Plan, PlannedStage, make_plan, shell_line
-from pipeline.runner import RunError, actions, run
+
+if TYPE_CHECKING:
+    from pipeline.plan import Plan, PlannedStage
 
 # Piped output (logs, CI) gets a width that fits the tables; a terminal keeps its own.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
@@ -39,9 +42,18 @@ def main(argv: list[str] | None = None) -> int:
     status_parser.add_argument("run_dir", type=Path)
     args = parser.parse_args(argv)
 
+    if args.command == "status":
+        return show_status(args.run_dir)
+    return plan_or_run(args)
+
+
+def plan_or_run(args: argparse.Namespace) -> int:
+    from pipeline import preflight
+    from pipeline.manifest import ManifestError, load_manifest
+    from pipeline.plan import make_plan
+    from pipeline.runner import RunError, actions, run
+
     try:
-        if args.command == "status":
-            return show_status(args.run_dir)
         plan = make_plan(load_manifest(args.manifest))
         from_stage, only = (None, None) if args.command == "plan" else (args.from_stage, args.only)
         for name in (from_stage, only):
@@ -58,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def show_plan(plan: Plan, todo: list[tuple[PlannedStage, str]]) -> int:
+    from pipeline.plan import shell_line
+
     table = Table(title=f"plan for {plan.run_dir}")
     for column in ("stage", "kind", "starts from", "fingerprint", "if run now"):
         table.add_column(column)
