@@ -66,7 +66,7 @@ GOLD_SOURCES: dict[str, Callable[[dict[str, Any]], str]] = {
     "math500/test.jsonl": lambda raw: math_row(raw)["answer"],
     "aime24/test.jsonl": lambda raw: competition_row(raw)["answer"],
     "amc23/test.jsonl": lambda raw: competition_row(raw)["answer"],
-    "prm800k_samples/samples_prm800k.jsonl": lambda raw: raw["question"]["ground_truth_answer"],
+    "prm800k_samples/samples_prm800k.jsonl": lambda raw: raw["question"].get("ground_truth_answer") or "",
     "math_aps_samples/samples_math-aps.jsonl": lambda raw: str(raw["final_answer"]),
 }
 
@@ -203,7 +203,7 @@ def gold_census() -> list[str]:
             golds = [gold_of(json.loads(line)) for line in source if line.strip()]
         distinct = list(dict.fromkeys(golds))
         unusable = [gold for gold in distinct if not gold or parse_gold(gold, 5, False) is None]
-        listed = ", ".join(f"`{gold}`" for gold in unusable) if unusable else "none"
+        listed = ", ".join(f"`{gold}`" if gold else "a missing gold" for gold in unusable) if unusable else "none"
         lines.append(f"| {name} | {len(golds)} | {len(distinct)} | {len(unusable)}: {listed} |")
     return lines
 
