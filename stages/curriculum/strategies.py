@@ -31,7 +31,7 @@ class Buckets:
 
     @classmethod
     def from_column(cls, values: Sequence[Any] | None, column: str | None, num_buckets: int, num_prompts: int) -> Buckets:
-        """One bucket per value; quantile bins when a numeric column has more than `num_buckets` values."""
+        """One bucket per value; at most `num_buckets` quantile bins, none empty, when a numeric column has more values."""
         if values is None:
             return cls(["all"], np.zeros(num_prompts, np.int32), np.array([num_prompts]), numeric=False)
         array = np.asarray(values)
@@ -46,9 +46,19 @@ class Buckets:
                 of_prompt = np.searchsorted(distinct, array)
                 names = [f"{column}={value:g}" for value in distinct]
             else:
-                edges = np.unique(np.quantile(array, np.linspace(0, 1, num_buckets + 1)))
-                of_prompt = np.clip(np.searchsorted(edges, array, side="right") - 1, 0, len(edges) - 2)
-                names = [f"{column}={low:g}..{high:g}" for low, high in zip(edges[:-1], edges[1:])]
+                # Quantiles by rank, with every tied value in one bucket: a value goes to the bucket its
+                # share of the data is centred in, and buckets no value landed in are dropped. (Quantile
+                # edges instead collapse on ties, so a column with many 0s and 1s, a pass rate, would give
+                # empty buckets and a last bucket swallowing the whole tail.)
+                counts = np.bincount(np.searchsorted(distinct, array), minlength=len(distinct))
+                centre = (np.cumsum(counts) - counts / 2) / len(array)
+                bucket_of_value = np.unique(np.minimum((centre * num_buckets).astype(np.int64), num_buckets - 1), return_inverse=True)[1]
+                of_prompt = bucket_of_value[np.searchsorted(distinct, array)]
+                names = [
+                    f"{column}={low:g}..{high:g}" if low != high else f"{column}={low:g}"
+                    for low, high in ((distinct[bucket_of_value == bucket].min(), distinct[bucket_of_value == bucket].max())
+                                      for bucket in range(bucket_of_value.max() + 1))
+                ]
         of_prompt = of_prompt.astype(np.int32)
         return cls(names, of_prompt, np.bincount(of_prompt, minlength=len(names)), numeric)
 
@@ -76,17 +86,42 @@ class Evidence:
         self.generations_drawn = 0  # generation batches drawn so far (the strategies' clock)
         self.generations_recorded = 0
 
+    def warm_start(self, prior_pass_rate: Sequence[float | None]) -> None:
+        """Start from pass rates measured before training (a `difficulty` stage's `pass_rate`; None or
+        NaN = not measured): each prompt's pass rate is its prior, each bucket's pass rate the mean of its
+        prompts' priors, and each bucket's value (mean |advantage|) what a 0/1 reward gives a group at
+        pass rate p on average, 2 p (1 - p), averaged over the bucket. Counters stay at zero: the prior
+        is evidence about the prompts, not generation batches the strategies' clocks should count."""
+        prior = np.array([np.nan if value is None else value for value in prior_pass_rate], np.float64)
+        if prior.shape != (self.num_prompts,):
+            raise ValueError(f"prior: {prior.shape[0]} pass rates for {self.num_prompts} prompts")
+        measured = ~np.isnan(prior)
+        if ((prior[measured] < 0) | (prior[measured] > 1)).any():
+            raise ValueError("prior: pass rates must lie in [0, 1]")
+        self.prompt_pass_rate = prior.astype(np.float32)
+        num_buckets = len(self.buckets.names)
+        of_prompt = self.buckets.of_prompt[measured]
+        counts = np.bincount(of_prompt, minlength=num_buckets)
+        known = counts > 0
+        rate_sum = np.bincount(of_prompt, prior[measured], minlength=num_buckets)
+        value_sum = np.bincount(of_prompt, 2 * prior[measured] * (1 - prior[measured]), minlength=num_buckets)
+        self.bucket_pass_rate[known] = rate_sum[known] / counts[known]
+        self.bucket_value[known] = value_sum[known] / counts[known]
+
     def drew(self, chunk: np.ndarray) -> None:
         self.bucket_draws += np.bincount(self.buckets.of_prompt[chunk], minlength=len(self.buckets.names))
 
-    def record(self, prompt_indices: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Update from one generation batch: the signal reward of every completion (`nan` for an unscored
-        one) next to the index of its prompt. Returns the prompts seen and their pass rates before."""
+    def record(
+        self, prompt_indices: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray, *, completes_batch: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Update from one generation batch (or, `completes_batch=False`, the groups dynamic sampling
+        dropped from it): the signal reward of every completion (`nan` for an unscored one) next to the
+        index of its prompt. Returns the prompts seen and their pass rates before."""
         prompt_indices = np.asarray(prompt_indices, dtype=np.int64)
         scores = np.asarray(scores, dtype=np.float64)
         scored = ~np.isnan(scores)
         prompt_indices, scores = prompt_indices[scored], scores[scored]
-        self.generations_recorded += 1
+        self.generations_recorded += int(completes_batch)
         if len(scores) == 0:
             return np.empty(0, np.int64), np.empty(0, np.float32)
         prompts, group, group_size = np.unique(prompt_indices, return_inverse=True, return_counts=True)
@@ -307,6 +342,61 @@ class UCB(Strategy):
         return boltzmann(evidence.bucket_value + bonus, self.args.temperature)
 
 
+class LearningProgress(Strategy):
+    """Absolute learning progress (ALP-GMM, Portelas et al. 2019; the window form of TeachMyAgent, 2021):
+    a bucket's value is how fast its pass rate is changing, |mean of its latest `lp_window` observations
+    - mean of the `lp_window` before those|, where an observation is the mean pass rate of the bucket's
+    groups in one generation batch (weighted by groups). Buckets are drawn in proportion to that value,
+    as ALP-GMM samples its Gaussians in proportion to their ALP; `min_share` plays the part of its
+    random-exploration fraction. A bucket with fewer than 2 x `lp_window` observations is valued at 1,
+    the largest change a pass rate can make, so every bucket is measured before it is judged.
+
+    Where gradus differs: ALP-GMM fits a Gaussian mixture over a continuous task space and compares each
+    new task with its nearest previous one; here the task space is the difficulty buckets, so the
+    progress is a per-bucket difference of windowed means. A pass rate that sits at 0 or 1 shows no
+    change (and no sampling noise either), so dead buckets fall to the `min_share` floor."""
+
+    UNMEASURED_VALUE = 1.0
+
+    def __init__(self, args: CurriculumArgs, buckets: Buckets) -> None:
+        super().__init__(args, buckets)
+        slots = 2 * args.lp_window
+        self.observation_sum = np.zeros((len(buckets.names), slots))  # a ring of the latest 2W observations per bucket
+        self.observation_groups = np.zeros((len(buckets.names), slots))
+        self.observations = np.zeros(len(buckets.names), np.int64)
+
+    def progress(self) -> np.ndarray:
+        """|recent window - older window| of each bucket's pass rate; UNMEASURED_VALUE until both are full."""
+        window = self.args.lp_window
+        order = (self.observations[:, None] - 1 - np.arange(2 * window)[None, :]) % (2 * window)  # newest first
+        sums = np.take_along_axis(self.observation_sum, order, axis=1)
+        groups = np.take_along_axis(self.observation_groups, order, axis=1)
+        recent = sums[:, :window].sum(1) / np.maximum(groups[:, :window].sum(1), 1)
+        older = sums[:, window:].sum(1) / np.maximum(groups[:, window:].sum(1), 1)
+        return np.where(self.observations >= 2 * window, np.abs(recent - older), self.UNMEASURED_VALUE)
+
+    def bucket_weights(self, evidence: Evidence) -> np.ndarray:
+        return self.progress()
+
+    def observe(self, evidence: Evidence, prompts: np.ndarray, old_pass_rate: np.ndarray) -> None:
+        num_buckets = len(evidence.buckets.names)
+        buckets = evidence.buckets.of_prompt[prompts]
+        groups = np.bincount(buckets, minlength=num_buckets)
+        seen = np.flatnonzero(groups)
+        slot = self.observations[seen] % (2 * self.args.lp_window)
+        self.observation_sum[seen, slot] = np.bincount(buckets, evidence.prompt_pass_rate[prompts], minlength=num_buckets)[seen]
+        self.observation_groups[seen, slot] = groups[seen]
+        self.observations[seen] += 1
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {"observation_sum": self.observation_sum, "observation_groups": self.observation_groups, "observations": self.observations}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        for name, value in self.state_dict().items():
+            setattr(self, name, np.array(state[name], dtype=value.dtype))
+
+
 STRATEGIES: dict[str, type[Strategy]] = {
     "uniform": Uniform, "ordered": Ordered, "adaptive": Adaptive, "band": Band, "bandit": Bandit, "ucb": UCB,
+    "lp": LearningProgress,
 }
