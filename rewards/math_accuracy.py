@@ -47,7 +47,11 @@ class MathAccuracy:
         reasoning_tags: for reasoning models, score only the answer after a closed reasoning block
             (TRL's `reasoning_accuracy_reward`): true for `<think>`/`</think>`, or a template's own
             [opening, closing] tags. An answer only inside the reasoning, or a block left open, scores
-            0.0. Off by default (the embedded tiny model does not reason in tags).
+            0.0. Off by default (the embedded tiny model does not reason in tags). Where it differs
+            from TRL's: a second block opened after the last closing tag scores 0.0 (TRL reads past
+            it); a gold that is not math scores None even when the block never closed (TRL: 0.0);
+            a message the tokenizer's response schema split (`reasoning_content`) is scored on its
+            `content` (TRL would find no closing tag there and score 0.0).
         decimal_comma: the data writes decimal commas (`3,5` is 3.5); see `rewards.answer_text`.
     """
 
