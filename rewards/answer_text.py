@@ -1,6 +1,8 @@
 r"""What a math reward reads as an answer, decided on the text alone (no math-verify, no sympy).
 
-Three rules live here, shared by the gold and the completion so both are read the same way:
+Three rules live here, shared by the gold and the completion so both are read the same way (and
+`tidy`, which drops outer `$` and a final period and braces TeX's unbraced arguments before either is
+parsed):
 
 **Reasoning blocks** (`reasoning_answer`). With reasoning tags (`<think>`, `</think>` or a template's
 own), only the text after the last closing tag is the answer, as in TRL's `reasoning_accuracy_reward`.
@@ -131,6 +133,7 @@ def final_box(text: str) -> str | None:
 
 
 def has_box(text: str) -> bool:
+    """Whether the text has a `\\boxed{`: then its answer is the final box, or there is none."""
     return BOXED in text
 
 
