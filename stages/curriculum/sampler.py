@@ -26,6 +26,7 @@ from stages.arguments import CurriculumArgs
 from stages.curriculum.strategies import STRATEGIES, Buckets, Evidence, Uniform
 
 NEVER_DRAWN = -(2**30)
+FLOOR_TOTAL = 0.1  # default min_share: this much of every batch, spread evenly over the buckets
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class CurriculumSampler(Sampler[int]):
         seed: int = 0,
         planned_generations: int = 1,
         lookahead_batches: int = 1,
+        prior: Sequence[float | None] | None = None,
     ) -> None:
         self.args, self.layout, self.seed, self.num_prompts = args, layout, seed, num_prompts
         self.chunks_per_epoch = num_prompts // layout.prompts_per_generation
@@ -61,10 +63,16 @@ class CurriculumSampler(Sampler[int]):
             raise ValueError(f"{num_prompts} prompts cannot fill one generation batch of {layout.prompts_per_generation} distinct prompts")
         self.buckets = Buckets.from_column(difficulty_values, args.difficulty_column, args.num_buckets, num_prompts)
         num_buckets = len(self.buckets.names)
-        if args.strategy != "uniform" and args.min_share * num_buckets > 1:
+        if args.strategy == "uniform":
+            self.min_share = 0.0  # uniform has no safeguards; its replacement draws (dynamic sampling) are proportional too
+        else:
+            self.min_share = args.min_share if args.min_share is not None else FLOOR_TOTAL / num_buckets
+        if self.min_share * num_buckets > 1:
             raise ValueError(f"min_share {args.min_share} x {num_buckets} buckets exceeds 1; lower min_share")
         self.strategy = STRATEGIES[args.strategy](args, self.buckets)
         self.evidence = Evidence(args, self.buckets, planned_generations)
+        if prior is not None:
+            self.evidence.warm_start(prior)
         self.rng = np.random.default_rng(seed)
         self.last_drawn = np.full(num_prompts, NEVER_DRAWN, np.int32)  # generation batch each prompt was last drawn in
         self.bucket_share = self.buckets.sizes / num_prompts  # the shares the latest chunk was drawn with
@@ -87,6 +95,13 @@ class CurriculumSampler(Sampler[int]):
         self._resume_epoch, self._resume_skipped_chunks = -1, 0
         self._replay: dict[int, np.ndarray] = {}
         self.strategy.rebuild(self.evidence)
+
+    @classmethod
+    def for_dataset(cls, args: CurriculumArgs, dataset: Any, layout: RepeatLayout, **options: Any) -> CurriculumSampler:
+        """The sampler over a `datasets.Dataset`'s rows: buckets from its `difficulty_column`, the prior
+        from its `prior_column` (both as `args` name them); `options` as the constructor's."""
+        column = (lambda name: list(dataset[name]) if name else None)
+        return cls(args, column(args.difficulty_column), len(dataset), layout, prior=column(args.prior_column), **options)
 
     # -- the index stream ------------------------------------------------------------------------
 
@@ -130,7 +145,8 @@ class CurriculumSampler(Sampler[int]):
             chunk = self._uniform_chunk(epoch, position)
             self.bucket_share = self.buckets.sizes / self.num_prompts
         else:
-            chunk = self._draw_by_bucket()
+            chunk, share = self._draw_by_bucket(self.layout.prompts_per_generation)
+            self.bucket_share = share if share is not None else self.bucket_share
         self.last_drawn[chunk] = self.evidence.generations_drawn
         self.evidence.drew(chunk)
         return chunk
@@ -147,11 +163,23 @@ class CurriculumSampler(Sampler[int]):
         size = self.layout.prompts_per_generation
         return self._permutation[position * size : (position + 1) * size]
 
-    def _draw_by_bucket(self) -> np.ndarray:
-        """Bucket counts from the floored shares, then prompts from each bucket's queue; a bucket that
-        runs dry hands its shortfall to the others; if all do (a tiny dataset, or everything retired), the
-        least recently drawn prompts fill the chunk, whatever their repeat window or retirement."""
-        wanted = self.layout.prompts_per_generation
+    def draw_replacements(self, count: int, tried: Sequence[int] | np.ndarray) -> np.ndarray:
+        """`count` distinct prompts to replace groups dynamic sampling dropped from the current generation
+        batch, drawn by the strategy's current weights (for `uniform`, in proportion to bucket sizes),
+        none of them `tried` (the batch's prompts so far, which count as drawn now). Every rank calls it
+        with the same arguments in the same order, so every rank's state stays the same."""
+        self.last_drawn[np.asarray(tried, np.int64)] = self.evidence.generations_drawn
+        if count <= 0:
+            return np.empty(0, np.int64)
+        replacements, _ = self._draw_by_bucket(count)
+        self.evidence.drew(replacements)
+        return replacements
+
+    def _draw_by_bucket(self, wanted: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """`wanted` prompts: bucket counts from the floored shares, then prompts from each bucket's queue;
+        a bucket that runs dry hands its shortfall to the others; if all do (a tiny dataset, or everything
+        retired), the least recently drawn prompts fill the chunk, whatever their repeat window or
+        retirement. Returns the prompts and the shares they were drawn with (None if no bucket could serve)."""
         weights = self.strategy.bucket_weights(self.evidence)
         available = self.strategy.drawable(self.evidence, weights)
         chunk: list[np.ndarray] = []
@@ -168,15 +196,14 @@ class CurriculumSampler(Sampler[int]):
                         available[bucket] = False
         if wanted > 0:
             chunk.append(self._least_recently_drawn(wanted))
-        self.bucket_share = first_share if first_share is not None else self.bucket_share
-        return self.rng.permutation(np.concatenate(chunk))
+        return self.rng.permutation(np.concatenate(chunk)), first_share
 
     def _floored_share(self, weights: np.ndarray, available: np.ndarray) -> np.ndarray:
         """p <- min_share + (1 - k min_share) p over the k available buckets (uniform if no weight)."""
         weights = np.where(available, weights, 0.0)
         total = weights.sum()
         share = weights / total if total > 0 else available / available.sum()
-        floor = self.args.min_share
+        floor = self.min_share
         return np.where(available, floor + (1 - floor * available.sum()) * share, 0.0)
 
     def _take(self, bucket: int, count: int) -> np.ndarray:
@@ -224,10 +251,11 @@ class CurriculumSampler(Sampler[int]):
 
     # -- the evidence ----------------------------------------------------------------------------
 
-    def record(self, prompt_indices: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> None:
+    def record(self, prompt_indices: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray, *, completes_batch: bool = True) -> None:
         """Update from one generation batch: the signal reward of every completion, gathered from all
-        ranks (`nan` for an unscored one), next to the index of the prompt it answers."""
-        prompts, old_pass_rate = self.evidence.record(prompt_indices, scores)
+        ranks (`nan` for an unscored one), next to the index of the prompt it answers. Groups dynamic
+        sampling dropped are recorded too, with `completes_batch=False` (their batch goes on)."""
+        prompts, old_pass_rate = self.evidence.record(prompt_indices, scores, completes_batch=completes_batch)
         self.strategy.observe(self.evidence, prompts, old_pass_rate)
 
     # -- what the trainer logs and the checkpoint keeps ------------------------------------------

@@ -19,6 +19,7 @@ there is no lag; dataloader workers add `num_workers x prefetch_factor` batches.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import math
 from collections.abc import Callable
@@ -30,7 +31,7 @@ import numpy as np
 from accelerate.utils import gather_object
 from transformers import TrainerCallback
 
-from rewards.wrapping import RewardWrapper, Script
+from rewards.wrapping import RewardWrapper, Script, is_async
 from stages.arguments import CURRICULUM_INDEX_COLUMN, CurriculumArgs
 from stages.curriculum.sampler import CurriculumSampler, RepeatLayout
 
@@ -38,6 +39,15 @@ STATE_FILE = "curriculum_state.npz"
 CSV_FILE = "curriculum.csv"
 PLOT_FILE = "curriculum.png"
 CSV_COLUMNS = ["step", "bucket", "share", "pass_rate", "mean_abs_advantage", "draws"]
+
+
+def unmet_requirement(grpo_args: Any) -> str | None:
+    """What a curriculum needs of the GRPOConfig and does not get, or None (the preflight asks too)."""
+    if grpo_args.remove_unused_columns:
+        return "args.remove_unused_columns: a curriculum needs false (it reads a data column in the reward)"
+    if grpo_args.ignore_data_skip:
+        return "args.ignore_data_skip: a curriculum needs false (it replays its draws through the trainer's skip on resume)"
+    return None
 
 
 def grpo_layout(grpo_args: Any) -> RepeatLayout:
@@ -88,6 +98,172 @@ class ScoreFeedback(RewardWrapper):
         if log_metric is not None:
             for name, value in self.sampler.log_values().items():
                 log_metric(name, value)
+
+
+@dataclass
+class Generated:
+    """Per-row results of `GRPOTrainer._generate` (prompt ids, completion ids, completion texts, and the
+    sampling logprobs where the backend returns them), for rows that can be regrouped freely."""
+
+    prompt_ids: list[list[int]]
+    completion_ids: list[list[int]]
+    completions: list[Any]
+    logprobs: list[list[float]] | None
+
+    @classmethod
+    def from_trl_output(cls, output: tuple) -> Generated:
+        prompt_ids, completion_ids, tool_mask, completions, logprobs, extra_fields, images, tool_images = output
+        if tool_mask is not None or extra_fields or images is not None or tool_images:
+            raise ValueError("dynamic_sampling supports plain text generation only (no tools, rollout_func, environments or images)")
+        return cls(list(prompt_ids), list(completion_ids), list(completions), None if logprobs is None else list(logprobs))
+
+    def rows(self, indices: list[int]) -> Generated:
+        pick = lambda values: [values[index] for index in indices]  # noqa: E731
+        return Generated(pick(self.prompt_ids), pick(self.completion_ids), pick(self.completions), None if self.logprobs is None else pick(self.logprobs))
+
+    @staticmethod
+    def concatenate(parts: list[Generated]) -> Generated:
+        logprobs = None if any(part.logprobs is None for part in parts) else [row for part in parts for row in part.logprobs]
+        return Generated([row for part in parts for row in part.prompt_ids], [row for part in parts for row in part.completion_ids],
+                         [row for part in parts for row in part.completions], logprobs)
+
+    def as_trl_output(self, expected_rows: int) -> tuple:
+        """What `_generate` returns, for the rows `_generate_and_score_completions` asks it for."""
+        if expected_rows != len(self.completions):
+            raise RuntimeError(f"dynamic_sampling: TRL asked for {expected_rows} completions, {len(self.completions)} were generated")
+        return self.prompt_ids, self.completion_ids, None, self.completions, self.logprobs, {}, None, []
+
+
+@dataclass
+class DynamicSampling:
+    """DAPO's dynamic sampling (Yu et al. 2025, "over-sample and filter out prompts with accuracy 1 or 0")
+    and SPEED-RL's cheaper screening (Zhang et al. 2025), inside TRL's GRPOTrainer, keeping its batch
+    contract: `_generate_and_score_completions` receives exactly the rows it would have, in whole groups.
+
+    Before TRL generates a generation batch, `fill` generates it itself through TRL's own `_generate`
+    (same backend, same sampling settings): each prompt gets `screen` completions (the whole group for
+    DAPO, `screen_generations` for SPEED-RL), scored with the curriculum's signal reward. A prompt whose
+    screen ties (zero advantage) is dropped, its scores go to the sampler as evidence, and a replacement
+    prompt is drawn by the strategy (`CurriculumSampler.draw_replacements`), for up to
+    `max_sampling_rounds` rounds; slots still empty keep dropped prompts (their groups tie, as DAPO trains
+    on a short batch rather than none). With screening, each kept prompt then gets the rest of its group.
+    The rows go to TRL's `_generate_and_score_completions`, whose call of `_generate` returns what was
+    generated (the override in `GRPOCurriculum.trainer_class`), so nothing is generated twice and TRL
+    scores, normalises and logs the batch as usual.
+
+    Cost: every completion generated beyond the batch's own (dropped screens, replacements) is counted
+    and logged per generation batch as `dynamic_sampling/extra_completions` (all processes together),
+    with `dynamic_sampling/dropped_groups`. Across processes every rank screens the same number of
+    replacements each round (the largest need of any rank): `_generate` gathers across processes, and
+    identical draws keep the samplers identical; what a rank did not need counts as extra.
+
+    Where gradus differs: DAPO over-samples whole generation batches and keeps drawing until the batch is
+    full; here only the dropped slots are redrawn, one round at a time, and the cap keeps the batch size
+    fixed. SPEED-RL screens with a few samples, keeps prompts whose screening pass rate is strictly
+    between 0 and 1 and reuses the screening samples in the group, as here; it also batches the screening
+    of the next batch with the rest of this one, which this does not."""
+
+    sampler: CurriculumSampler
+    signal_reward: Callable
+    num_generations: int
+    screen: int
+    max_rounds: int
+
+    @classmethod
+    def build(cls, args: CurriculumArgs, grpo_args: Any, sampler: CurriculumSampler, signal_reward: Callable) -> DynamicSampling:
+        groups = grpo_args.num_generations
+        screen = args.screen_generations or groups
+        if screen > groups:
+            raise ValueError(f"curriculum screen_generations {screen} exceeds num_generations {groups}")
+        if screen < groups and grpo_args.use_vllm:
+            raise ValueError("curriculum screen_generations needs transformers generation: vLLM generates whole groups (use_vllm: false, or no screening)")
+        local_rows = grpo_args.per_device_train_batch_size * grpo_args.steps_per_generation
+        if local_rows % groups:
+            raise ValueError(
+                f"dynamic_sampling needs every process's generation batch (per_device_train_batch_size x steps_per_generation = {local_rows}) "
+                f"to hold whole groups of num_generations {groups}"
+            )
+        return cls(sampler, signal_reward, groups, screen, args.max_sampling_rounds)
+
+    def fill(self, trainer: Any, inputs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Generated]:
+        """The rows (whole groups, as many as `inputs` has) and their completions, for this process."""
+        groups, screen = self.num_generations, self.screen
+        candidates = inputs[::groups]  # one row per prompt: the dataloader repeats each prompt `groups` times in a row
+        slots = len(candidates)
+        kept: list[Screened] = []
+        dropped: list[Screened] = []
+        tried = [int(row[CURRICULUM_INDEX_COLUMN]) for row in candidates]
+        pending, generated, rounds = candidates, 0, 0
+        while True:
+            completions = self._generate(trainer, pending, screen)
+            generated += len(completions.completions)
+            scores = self._score(trainer, pending, completions)
+            for position, row in enumerate(pending):
+                rows_of_prompt = list(range(position * screen, (position + 1) * screen))
+                group = Screened(row, completions.rows(rows_of_prompt), [scores[index] for index in rows_of_prompt])
+                (dropped if group.ties else kept).append(group)
+            needs = gather_object([max(slots - len(kept), 0)])
+            if max(needs) == 0 or rounds == self.max_rounds:
+                break
+            rounds += 1
+            most = max(needs)  # every rank screens as many, so `_generate`'s gathers and the samplers' draws stay in step
+            all_tried = [index for rank_tried in gather_object([tried]) for index in rank_tried]
+            replacements = self.sampler.draw_replacements(most * len(needs), all_tried)
+            rank = trainer.accelerator.process_index
+            mine = replacements[rank * most : (rank + 1) * most]
+            pending = [trainer.train_dataset[int(index)] for index in mine]
+            tried += [int(index) for index in mine]
+        fillers = dropped[::-1][: slots - min(len(kept), slots)]  # the latest dropped prompts fill what is still empty
+        chosen = kept[:slots] + fillers
+        unused = [group for group in dropped if not any(group is filler for filler in fillers)]
+        pairs = gather_object([(int(group.row[CURRICULUM_INDEX_COLUMN]), score) for group in unused for score in group.scores])
+        if pairs:  # evidence the batch will not carry: TRL scores only the groups it trains on
+            self.sampler.record([index for index, _ in pairs], [score for _, score in pairs], completes_batch=False)
+        if screen < groups:
+            rest = self._generate(trainer, [group.row for group in chosen], groups - screen)
+            generated += len(rest.completions)
+            step = groups - screen
+            parts = [part for slot, group in enumerate(chosen) for part in (group.completions, rest.rows(list(range(slot * step, (slot + 1) * step))))]
+        else:
+            parts = [group.completions for group in chosen]
+        trainer._log_metric("dynamic_sampling/extra_completions", float(sum(gather_object([generated])) - slots * groups * len(needs)))
+        trainer._log_metric("dynamic_sampling/dropped_groups", float(sum(gather_object([len(dropped)]))))
+        trainer._log_metric("dynamic_sampling/rounds", float(rounds))
+        return [dict(group.row) for group in chosen for _ in range(groups)], Generated.concatenate(parts)
+
+    @staticmethod
+    def _generate(trainer: Any, rows: list[dict[str, Any]], per_prompt: int) -> Generated:
+        """`per_prompt` completions of each row's prompt through TRL's own `_generate` (consecutive per prompt)."""
+        return Generated.from_trl_output(trainer._generate([row["prompt"] for row in rows for _ in range(per_prompt)]))
+
+    def _score(self, trainer: Any, rows: list[dict[str, Any]], generated: Generated) -> list[float]:
+        """The signal reward of each completion (NaN where it returns None), called as TRL calls rewards:
+        prompts, completions, completion_ids, every data column, the trainer state."""
+        per_prompt = len(generated.completions) // len(rows)
+        repeated = [row for row in rows for _ in range(per_prompt)]
+        columns = {key: [row[key] for row in repeated] for key in repeated[0] if key not in ("prompt", "completion", "completion_ids")}
+        scores = self.signal_reward(
+            prompts=[row["prompt"] for row in repeated], completions=generated.completions, completion_ids=generated.completion_ids,
+            trainer_state=trainer.state, log_extra=lambda *_: None, log_metric=lambda *_: None, **columns,
+        )
+        if is_async(self.signal_reward):
+            scores = asyncio.run_coroutine_threadsafe(scores, trainer.async_loop).result()
+        return [math.nan if score is None else float(score) for score in scores]
+
+
+@dataclass
+class Screened:
+    """One prompt's screening: its row, its screening completions and their signal scores."""
+
+    row: dict[str, Any]
+    completions: Generated
+    scores: list[float]
+
+    @property
+    def ties(self) -> bool:
+        """No advantage to learn from: fewer than two scored completions, or all scored alike."""
+        values = [score for score in self.scores if not math.isnan(score)]
+        return len(values) < 2 or max(values) == min(values)
 
 
 class CurriculumCallback(TrainerCallback):
@@ -195,14 +371,14 @@ class GRPOCurriculum:
     train_dataset: Any
     rewards: list[Callable]
     callback: CurriculumCallback
+    dynamic: DynamicSampling | None = None
 
     @classmethod
-    def build(cls, spec: dict[str, Any], grpo_args: Any, train_dataset: Any, rewards: list[Callable], stage_dir: Path) -> GRPOCurriculum:
+    def build(cls, spec: CurriculumArgs | dict[str, Any], grpo_args: Any, train_dataset: Any, rewards: list[Callable], stage_dir: Path) -> GRPOCurriculum:
         args = CurriculumArgs.model_validate(spec)
-        if grpo_args.remove_unused_columns:
-            raise ValueError("a curriculum needs remove_unused_columns=False: it reads a data column in the reward")
-        if grpo_args.ignore_data_skip:
-            raise ValueError("a curriculum needs ignore_data_skip=False: it replays its draws through the trainer's skip on resume")
+        problem = unmet_requirement(grpo_args)
+        if problem:
+            raise ValueError(problem)
         names = [reward.__name__ for reward in rewards]
         signal = args.signal_reward or names[0]
         if signal not in names:
@@ -214,29 +390,45 @@ class GRPOCurriculum:
         else:
             planned = math.ceil(grpo_args.num_train_epochs * chunks_per_epoch)
         workers = grpo_args.dataloader_num_workers
-        sampler = CurriculumSampler(
-            args,
-            list(train_dataset[args.difficulty_column]) if args.difficulty_column else None,
-            len(train_dataset),
-            layout,
-            seed=grpo_args.seed,
-            planned_generations=planned,
+        sampler = CurriculumSampler.for_dataset(
+            args, train_dataset, layout, seed=grpo_args.seed, planned_generations=planned,
             lookahead_batches=grpo_args.gradient_accumulation_steps + 1 + workers * (grpo_args.dataloader_prefetch_factor or 2),
         )
-        wrapped = [ScoreFeedback(reward, sampler) if reward.__name__ == signal else reward for reward in rewards]
+        signal_reward = rewards[names.index(signal)]
+        wrapped = [ScoreFeedback(reward, sampler) if reward is signal_reward else reward for reward in rewards]
         indexed = train_dataset.add_column(CURRICULUM_INDEX_COLUMN, np.arange(len(train_dataset)))
-        return cls(sampler, indexed, wrapped, CurriculumCallback(sampler, stage_dir))
+        dynamic = DynamicSampling.build(args, grpo_args, sampler, signal_reward) if args.dynamic_sampling else None
+        return cls(sampler, indexed, wrapped, CurriculumCallback(sampler, stage_dir), dynamic)
 
     def trainer_class(self, base: type) -> type:
-        """`base` (GRPOTrainer) drawing its training prompts from the curriculum sampler."""
-        sampler = self.sampler
+        """`base` (GRPOTrainer) drawing its training prompts from the curriculum sampler, and with
+        dynamic sampling, filling each generation batch with groups that carry signal (`DynamicSampling`)."""
+        sampler, dynamic = self.sampler, self.dynamic
 
         class CurriculumTrainer(base):  # type: ignore[misc, valid-type]
+            _pregenerated: Generated | None = None
+
             def _get_train_sampler(self, dataset: Any = None) -> CurriculumSampler:
                 expected = grpo_layout(self.args)
                 if sampler.layout != expected:
                     raise ValueError(f"curriculum sampler layout {sampler.layout} does not match the trainer's {expected}")
                 return sampler
+
+            if dynamic is not None:
+
+                def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+                    if not self.model.training:
+                        return super()._generate_and_score_completions(inputs)
+                    rows, self._pregenerated = dynamic.fill(self, inputs)
+                    try:
+                        return super()._generate_and_score_completions(rows)
+                    finally:
+                        self._pregenerated = None
+
+                def _generate(self, prompts: list) -> tuple:
+                    if self._pregenerated is None:
+                        return super()._generate(prompts)
+                    return self._pregenerated.as_trl_output(len(prompts))
 
         CurriculumTrainer.__name__ = f"Curriculum{base.__name__}"
         return CurriculumTrainer

@@ -37,15 +37,18 @@ def score(prompts: list[int], micro_step: int) -> list[float]:
 
 def train(strategy: str, ga: int, steps_per_generation: int, num_iterations: int, save_steps: int,
           stage_dir: Path, resume_from: int | None = None, kill_at: int | None = None,
-          lags: list[int] | None = None) -> tuple[dict[int, tuple[int, list[int]]], CurriculumSampler]:
+          lags: list[int] | None = None, replace_ties: bool = False, prior: bool = False) -> tuple[dict[int, tuple[int, list[int]]], CurriculumSampler]:
     """Train to MAX_STEPS (or until `kill_at`), resuming from checkpoint `resume_from`; returns, for each
     micro-step (numbered from the start of training: epoch x batches per epoch + step), the optimizer
     step it belongs to and the batch trained, and the sampler. `lags` collects, at each scoring, how
-    many later chunks the sampler had already drawn."""
+    many later chunks the sampler had already drawn. `replace_ties` does what dynamic sampling does to
+    the sampler: every group whose scores tie gets a replacement prompt, drawn and recorded; `prior`
+    starts every prompt from its level's planted pass rate (a `prior_column`)."""
     layout = RepeatLayout(num_generations=2, prompts_per_generation=4, repeat_count=steps_per_generation * num_iterations)
     sampler = CurriculumSampler(
         CurriculumArgs(strategy=strategy), LEVELS.tolist(), len(LEVELS), layout, seed=3,
         planned_generations=MAX_STEPS * ga // layout.repeat_count, lookahead_batches=ga + 1,
+        prior=PASS_RATE[LEVELS].tolist() if prior else None,
     )
     feedback = ScoreFeedback(lambda prompts, completions, **columns: score(prompts, columns["micro_step"][0]), sampler)
     stage_dir.mkdir(parents=True, exist_ok=True)
@@ -79,8 +82,14 @@ def train(strategy: str, ga: int, steps_per_generation: int, num_iterations: int
                 if trl_step % layout.repeat_count == 0:  # TRL generates (and scores) a fresh generation batch
                     if lags is not None:
                         lags.append(sampler.evidence.generations_drawn - sampler.evidence.generations_recorded - 1)
-                    feedback(prompts=prompts, completions=[""] * len(prompts), curriculum_index=prompts,
-                             micro_step=[micro_step] * len(prompts), log_metric=lambda name, value: None)
+                    scores = feedback(prompts=prompts, completions=[""] * len(prompts), curriculum_index=prompts,
+                                      micro_step=[micro_step] * len(prompts), log_metric=lambda name, value: None)
+                    if replace_ties:
+                        tied = [index for index in range(0, len(prompts), 2) if scores[index] == scores[index + 1]]
+                        replacements = sampler.draw_replacements(len(tied), prompts[::2]).tolist()
+                        replaced = np.repeat(replacements, 2).tolist()
+                        sampler.record(replaced, score(replaced, micro_step), completes_batch=False)
+                        prompts = prompts + replaced
                 trained[micro_step] = (state.global_step + 1, prompts)
                 trl_step += 1
             state.global_step += 1
@@ -96,7 +105,21 @@ def curriculum_csv(stage_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(file))
 
 
-@pytest.mark.parametrize("strategy", ["uniform", "ordered", "adaptive", "band", "bandit", "ucb"])
+def same_state(reference: CurriculumSampler, restored: CurriculumSampler) -> None:
+    """Every array and counter of the sampler, its evidence and its strategy, equal."""
+    for name in ("last_drawn", "queue", "queue_cursor"):
+        assert np.array_equal(getattr(reference, name), getattr(restored, name), equal_nan=True), name
+    for name in ("prompt_pass_rate", "bucket_pass_rate", "bucket_value", "bucket_completions", "bucket_draws"):
+        assert np.array_equal(getattr(reference.evidence, name), getattr(restored.evidence, name), equal_nan=True), name
+    reference_strategy, restored_strategy = reference.strategy.state_dict(), restored.strategy.state_dict()
+    assert reference_strategy.keys() == restored_strategy.keys()
+    for name, value in reference_strategy.items():
+        assert np.array_equal(value, restored_strategy[name], equal_nan=True), f"strategy.{name}"
+    assert reference.rng.bit_generator.state == restored.rng.bit_generator.state
+    assert reference.evidence.generations_drawn == restored.evidence.generations_drawn
+
+
+@pytest.mark.parametrize("strategy", ["uniform", "ordered", "adaptive", "band", "bandit", "ucb", "lp"])
 @pytest.mark.parametrize(
     "ga, steps_per_generation, num_iterations, save_steps, resume_from, kill_at",
     [
@@ -123,13 +146,23 @@ def test_killed_and_resumed_run_trains_on_the_same_batches_as_an_uninterrupted_o
     trained_by_checkpoint = [micro_step for micro_step, (update, _) in killed.items() if update <= resume_from]
     assert min(resumed) == max(trained_by_checkpoint) + 1 and max(resumed) == max(uninterrupted)
     assert {step: uninterrupted[step] for step in resumed} == resumed
-    for name in ("last_drawn", "queue", "queue_cursor"):
-        assert np.array_equal(getattr(reference, name), getattr(restored, name), equal_nan=True), name
-    for name in ("prompt_pass_rate", "bucket_pass_rate", "bucket_value", "bucket_completions", "bucket_draws"):
-        assert np.array_equal(getattr(reference.evidence, name), getattr(restored.evidence, name), equal_nan=True), name
-    assert reference.rng.bit_generator.state == restored.rng.bit_generator.state
-    assert reference.evidence.generations_drawn == restored.evidence.generations_drawn
+    same_state(reference, restored)
     assert curriculum_csv(tmp_path / "a") == curriculum_csv(tmp_path / "b")  # rows past the checkpoint were rewritten
+
+
+@pytest.mark.parametrize("strategy", ["uniform", "band", "lp"])
+@pytest.mark.parametrize("ga, steps_per_generation, save_steps, resume_from, kill_at", [(1, 1, 5, 10, 13), (2, 2, 6, 24, 27)])
+def test_replacement_draws_and_a_prior_resume_exactly_too(tmp_path, strategy, ga, steps_per_generation, save_steps, resume_from, kill_at):
+    """Dynamic sampling's replacement draws and recorded dropped groups, on a sampler warm-started from a
+    prior: a resumed run replaces the same groups with the same prompts and ends in the same state."""
+    setting = dict(strategy=strategy, ga=ga, steps_per_generation=steps_per_generation, num_iterations=1, save_steps=save_steps,
+                   replace_ties=True, prior=True)
+    uninterrupted, reference = train(**setting, stage_dir=tmp_path / "a")
+    assert any(len(batch) > 8 for _, batch in uninterrupted.values())  # ties were replaced
+    train(**setting, stage_dir=tmp_path / "b", kill_at=kill_at)
+    resumed, restored = train(**setting, stage_dir=tmp_path / "b", resume_from=resume_from)
+    assert {step: uninterrupted[step] for step in resumed} == resumed
+    same_state(reference, restored)
 
 
 def test_a_checkpoint_of_another_sampler_is_refused(tmp_path):

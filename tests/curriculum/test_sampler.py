@@ -13,7 +13,7 @@ from stages.arguments import CurriculumArgs
 from stages.curriculum.sampler import CurriculumSampler, RepeatLayout
 from stages.curriculum.strategies import Buckets
 
-STRATEGIES = ["uniform", "ordered", "adaptive", "band", "bandit", "ucb"]
+STRATEGIES = ["uniform", "ordered", "adaptive", "band", "bandit", "ucb", "lp"]
 LEVELS = np.repeat(np.arange(1, 7), 50)  # 300 prompts, 50 per level
 
 
@@ -129,6 +129,74 @@ def test_minimum_share_is_a_floor_for_every_bucket():
     assert (counts / counts.sum() > 0.06).all()
     with pytest.raises(ValueError, match="exceeds 1"):
         sampler_for("bandit", min_share=0.2)
+
+
+def test_default_floor_is_a_tenth_of_the_batch_however_many_buckets():
+    for levels in (LEVELS, np.repeat(np.arange(1, 11), 30)):
+        sampler = sampler_for("bandit", levels=levels)
+        assert sampler.min_share * len(sampler.buckets.names) == pytest.approx(0.1)
+    assert sampler_for("uniform").min_share == 0.0
+
+
+def observe(sampler: CurriculumSampler, level: int, pass_rate: float) -> None:
+    """One generation batch in which one group of 4 of a `level` prompt passed `pass_rate` of the time."""
+    prompt = int(np.flatnonzero(LEVELS == level)[0])
+    passes = round(4 * pass_rate)
+    sampler.record([prompt] * 4, [1.0] * passes + [0.0] * (4 - passes))
+
+
+def test_learning_progress_is_the_change_of_a_buckets_pass_rate_between_two_windows():
+    sampler = sampler_for("lp", lp_window=2)
+    for batch in range(4):
+        observe(sampler, 1, 0.5)  # steady: no progress, though its groups have signal
+        observe(sampler, 2, [0.0, 0.25, 0.5, 0.75][batch])  # learning: windows average 0.125 then 0.625
+        observe(sampler, 3, 0.0)  # hopeless: no progress
+    observe(sampler, 4, 0.5)  # one observation: not yet measured
+    progress = sampler.strategy.progress()
+    assert progress[:4] == pytest.approx([0.0, 0.5, 0.0, 1.0]) and (progress[4:] == 1.0).all()
+    # Only the newest 2 x lp_window observations count: steady ones at 0.75 push the climb out of both windows.
+    observe(sampler, 2, 0.75), observe(sampler, 2, 0.75)
+    assert sampler.strategy.progress()[1] == pytest.approx(0.75 - 0.625)
+    observe(sampler, 2, 0.75), observe(sampler, 2, 0.75)
+    assert sampler.strategy.progress()[1] == pytest.approx(0.0)
+
+
+def test_learning_progress_draws_the_buckets_whose_pass_rate_moves():
+    # Level 3's pass rate climbs through training; the others stay where they are (levels 1-2 solved, 5-6 hopeless, 4 at 1/2).
+    clock = {"drawn": 0}
+
+    def planted(prompts: np.ndarray) -> np.ndarray:
+        climbing = min(1.0, 0.1 + clock["drawn"] / 150)
+        return np.array([{1: 1.0, 2: 1.0, 3: climbing, 4: 0.5, 5: 0.0, 6: 0.0}[LEVELS[prompt]] for prompt in prompts])
+
+    sampler = sampler_for("lp", layout=RepeatLayout(8, 12, 1), lp_window=3)
+    chunks = run(sampler, 100, planted, after_record=lambda: clock.update(drawn=clock["drawn"] + 1))
+    late = LEVELS[np.concatenate(chunks[30:])]
+    assert (late == 3).mean() > 0.3 and (late == 3).mean() > 2 * max((late == level).mean() for level in (1, 2, 5, 6))
+
+
+def test_a_prior_warm_starts_prompts_and_buckets():
+    prior = np.where(LEVELS <= 2, 1.0, np.where(LEVELS >= 5, 0.0, 0.5)).tolist()
+    prior[0] = None  # not measured: stays unseen
+    sampler = CurriculumSampler(CurriculumArgs(strategy="band"), list(LEVELS), len(LEVELS), RepeatLayout(4, 6, 1), seed=7, prior=prior)
+    evidence = sampler.evidence
+    assert np.isnan(evidence.prompt_pass_rate[0]) and evidence.prompt_pass_rate[1] == 1.0
+    assert evidence.bucket_pass_rate.tolist() == [1.0, 1.0, 0.5, 0.5, 0.0, 0.0]
+    assert evidence.bucket_value.tolist() == [0.0, 0.0, 0.5, 0.5, 0.0, 0.0]  # 2 p (1 - p)
+    assert evidence.generations_recorded == 0 and (evidence.bucket_completions == 0).all()
+    first = np.concatenate([sampler._chunk(0, position) for position in range(10)])
+    assert set(LEVELS[first]) <= {1, 3, 4, 5, 6} and (np.isin(LEVELS[first], [3, 4])).mean() > 0.7  # band: mastered retired, learnable first
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        CurriculumSampler(CurriculumArgs(strategy="band"), list(LEVELS), len(LEVELS), RepeatLayout(4, 6, 1), prior=[2.0] * len(LEVELS))
+
+
+@pytest.mark.parametrize("strategy", ["uniform", "bandit"])
+def test_replacement_draws_are_new_distinct_prompts_and_follow_the_strategy(strategy):
+    sampler = sampler_for(strategy, layout=RepeatLayout(2, 6, 1))
+    chunk = next(iter(np.array(list(itertools.islice(iter(sampler), 12)))[::2].reshape(1, -1)))
+    replacements = sampler.draw_replacements(20, chunk)
+    assert len(set(replacements.tolist())) == 20 and not set(replacements.tolist()) & set(chunk.tolist())
+    assert sampler.draw_replacements(0, chunk).size == 0
 
 
 def test_band_retires_mastered_prompts_and_revisits_unsolved_ones_rarely():

@@ -19,9 +19,10 @@ def manifest_with(tmp_path, curriculum: dict, kind: str = "grpo") -> object:
     return write_manifest(tmp_path / "m.yaml", {"run_dir": str(tmp_path / "run"), "base_model": TINY_MODEL, "stages": [stage]})
 
 
-def test_defaults_are_a_bandit_over_level():
+def test_defaults_are_a_bandit_over_level_without_prior_or_dynamic_sampling():
     defaults = CurriculumArgs()
-    assert (defaults.strategy, defaults.difficulty_column, defaults.min_share, defaults.temperature) == ("bandit", "level", 0.05, 0.1)
+    assert (defaults.strategy, defaults.difficulty_column, defaults.min_share, defaults.temperature) == ("bandit", "level", None, 0.1)
+    assert (defaults.prior_column, defaults.dynamic_sampling) == (None, False)
 
 
 def test_a_valid_block_passes_the_plan(tmp_path):
@@ -35,11 +36,16 @@ def test_a_valid_block_passes_the_plan(tmp_path):
         ({"strategy": "bandits"}, "field 'curriculum.strategy': Input should be 'uniform', 'ordered'"),
         ({"temprature": 0.2}, "extra inputs are not permitted (did you mean 'temperature'?)"),
         ({"strategy": "band", "temperature": 0.2}, "field 'curriculum.temperature': an option of bandit, ucb, not of strategy 'band'"),
-        ({"strategy": "uniform", "min_share": 0.1}, "field 'curriculum.min_share': an option of ordered, adaptive, band, bandit, ucb, not of strategy 'uniform'"),
+        ({"strategy": "uniform", "min_share": 0.1}, "field 'curriculum.min_share': an option of ordered, adaptive, band, bandit, ucb, lp, not of strategy 'uniform'"),
         ({"strategy": "band", "band": [0.8, 0.2]}, "field 'curriculum.band': two pass rates with 0 <= low <= high <= 1"),
         ({"strategy": "ucb", "difficulty_column": None}, "strategy 'ucb' needs a difficulty column"),
         ({"difficulty_column": "topic"}, "difficulty_column 'topic' is not a column of the data"),
         ({"signal_reward": "math_acuracy"}, "field 'curriculum.signal_reward': 'math_acuracy' is not one of the stage's rewards (did you mean"),
+        ({"strategy": "lp", "temperature": 0.2}, "field 'curriculum.temperature': an option of bandit, ucb, not of strategy 'lp'"),
+        ({"strategy": "band", "lp_window": 3}, "field 'curriculum.lp_window': an option of lp, not of strategy 'band'"),
+        ({"prior_column": "pass_rate"}, "prior_column 'pass_rate' is not a column of the data"),
+        ({"screen_generations": 4}, "field 'curriculum.screen_generations': an option of dynamic_sampling, which is off"),
+        ({"dynamic_sampling": True, "screen_generations": 1}, "field 'curriculum.screen_generations': input should be greater than or equal to 2"),
     ],
 )
 def test_mistakes_are_one_line_errors_naming_the_field(tmp_path, curriculum, message):
@@ -48,6 +54,17 @@ def test_mistakes_are_one_line_errors_naming_the_field(tmp_path, curriculum, mes
     assert message.lower() in str(error.value).lower() and "stage 'rl'" in str(error.value)
 
 
-def test_only_grpo_stages_take_a_curriculum(tmp_path):
-    with pytest.raises(ManifestError, match="sft stages take no curriculum"):
+def test_sft_takes_only_scoreless_strategies_and_dpo_only_with_on_policy(tmp_path):
+    with pytest.raises(ManifestError, match="an sft stage scores nothing, so it takes strategy uniform or ordered, not 'bandit'"):
         load_manifest(manifest_with(tmp_path, {}, kind="sft"))
+    assert CurriculumArgs(strategy="band").check("dpo", {"prompt", "chosen", "rejected", "level"}) == (
+        "a dpo stage draws prompts only with on_policy (fixed pairs have no prompts to choose); add on_policy"
+    )
+    with pytest.raises(ManifestError, match="eval stages take no curriculum"):
+        load_manifest(manifest_with(tmp_path, {}, kind="eval"))
+
+
+def test_dynamic_sampling_is_for_grpo_only():
+    assert CurriculumArgs(strategy="band", dynamic_sampling=True).check("dpo", {"prompt", "level"}, on_policy=True) == (
+        "dynamic_sampling replaces GRPO groups; a dpo stage has none"
+    )
