@@ -66,6 +66,8 @@ def run(stage: StageFile) -> None:
     for key in ["reward", "frac_reward_zero_std", *(f"rewards/{fn.__name__}/mean" for fn in reward_functions)]:
         metrics[key if key != "reward" else "final_reward"] = last_logged(history, key)
     metrics["reward_errors"] = {fn.__name__: fn.errors for fn in reward_functions}
+    # Per reward, what it could not score on this rank: rows that raised, golds that are not math (math_accuracy).
+    metrics["rewards"] = {fn.__name__: fn.metrics() for fn in reward_functions}
     if curriculum is not None:
         metrics["curriculum"] = curriculum.summary()
     common.finish(stage, metrics)
