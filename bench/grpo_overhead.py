@@ -2,9 +2,9 @@
 
 Both arms train the same model on the same synthetic rows with the same GRPOConfig and the same
 `math_accuracy` reward (the bare arm calls the reward function unwrapped; the stage wraps it in
-the registry's row guard), both under `accelerate launch` with the same profile (which also fixes
-the thread count). Each arm runs in its own process, alternating (stage, bare, stage, bare, ...),
-`--repeats` times. Every figure comes from the trainer's own metrics of `train()`, so process
+the registry's row guard), both under `accelerate launch` with the same profile and, on a CPU, the
+same thread count (`same_threads_for_both_arms`). Each arm runs in its own process, alternating
+(stage, bare, stage, bare, ...), `--repeats` times. Every figure comes from the trainer's own metrics of `train()`, so process
 start-up and imports are excluded from both: `train_runtime`, and from TRL's logs averaged over the
 whole run (logging is set to fire only at the end for this), `num_tokens` (prompt + completion tokens,
 each trained once) and `completions/mean_length` (tokens generated per completion).
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -135,6 +136,7 @@ def compare(setup: Setup, work: Path, repeats: int, deadline: float, say: Callab
     result then carries `error` (with the arm's output tail) beside what the arms before it measured."""
     arms: dict[str, list[dict[str, float]]] = {"stage": [], "bare": []}
     error = None
+    same_threads_for_both_arms()
     try:
         for repeat in range(repeats):
             arms["stage"].append(run_stage(work, setup, first=repeat == 0, timeout_s=deadline - time.time()))
@@ -147,6 +149,14 @@ def compare(setup: Setup, work: Path, repeats: int, deadline: float, say: Callab
     if error:
         result["error"] = error
     return result
+
+
+def same_threads_for_both_arms() -> None:
+    """On a CPU machine the runner gives a stage all the cores (launch.cpu_threads_per_process), where
+    `accelerate launch` gives a bare script one thread: pin the runner's choice for both arms (a value
+    already set wins, in both), so the comparison is of gradus against TRL, not of thread counts."""
+    if not launch.has_gpu():
+        os.environ.setdefault("OMP_NUM_THREADS", str(launch.cpu_threads_per_process(1)))
 
 
 def summarise(arms: dict[str, list[dict[str, float]]]) -> dict[str, Any]:

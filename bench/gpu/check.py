@@ -5,9 +5,10 @@
 
 Parts, in order, each under its own time budget and the whole under `--budget-s`; a part that fails or
 overruns is recorded as failed with its output's tail, and the next part runs:
-    environment    (GPU) install the carried wheels into `--site` (`pip install --no-index --no-deps
-                   --target`; the image's torch is never touched) and put it first on PYTHONPATH; then,
-                   both modes, the versions every stage will import and any unmet requirement
+    environment    (GPU, unless gradus's requirements are met already; or with --wheels) install the carried
+                   wheels into `--site` (`pip install --no-index --no-deps --target`; the image's torch is
+                   never touched) and put it first on PYTHONPATH; then the versions every stage will
+                   import and any unmet requirement
     quickstart     examples/quickstart.yaml through `gradus run` (bf16 where supported; at tiny sizes with
                    --cpu), every stage to done; its report.md is copied beside the results
     model          a random-init model of the Qwen2.5-0.5B shape with gradus's local byte-level tokenizer
@@ -67,8 +68,9 @@ GPU = Sizes(
     shrink_quickstart=False,
 )
 CPU = Sizes(
-    budget_s=300,
-    part_budget_s={"environment": 30, "quickstart": 120, "model": 30, "sft_single": 40, "sft_zero2": 60, "grpo": 90},
+    # Generous caps: a first DeepSpeed run on a fresh CPU machine compiles its shm_comm op (about 30 s).
+    budget_s=480,
+    part_budget_s={"environment": 60, "quickstart": 150, "model": 40, "sft_single": 60, "sft_zero2": 120, "grpo": 120},
     model_shape={"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2},
     seq_length=128,
     sft={"steps": 6, "warmup_steps": 2, "batch_size": 4, "num_examples": 500},
@@ -119,6 +121,26 @@ class Check:
         self.results["wall_s"] = round(time.time() - self.results["started_at_unix"], 1)
         (self.out / "results.json").write_text(json.dumps(self.results, indent=2) + "\n")
         (self.out / "results.md").write_text(markdown(self.results))
+
+
+def private_extensions_dir(out: Path) -> None:
+    """Give the check's processes their own torch extensions folder, seeded with this user's builds (so
+    none is compiled again). DeepSpeed's first run on a machine JIT-compiles an op (on a CPU, its
+    shm_comm); a part stopped for overrunning in the middle of that leaves the build's lock file behind,
+    and every later DeepSpeed run would wait on it forever. Here only this check's copy can be left so.
+
+    torch builds under `$TORCH_EXTENSIONS_DIR/<op>` when that is set, and otherwise under
+    `~/.cache/torch_extensions/py<major><minor>_<cpu|cuXYZ>/<op>`: the seed is that folder (the only one
+    for this Python; with builds for several accelerators, none is seeded and an op compiles afresh)."""
+    private = out / "torch_extensions"
+    if os.environ.get("TORCH_EXTENSIONS_DIR"):
+        seeds = [Path(os.environ["TORCH_EXTENSIONS_DIR"])]
+    else:
+        cache_root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "torch_extensions"
+        seeds = sorted(cache_root.glob(f"py{sys.version_info.major}{sys.version_info.minor}_*"))
+    if len(seeds) == 1 and seeds[0].is_dir() and not private.exists():
+        shutil.copytree(seeds[0], private, symlinks=True, ignore=shutil.ignore_patterns("lock"))
+    os.environ["TORCH_EXTENSIONS_DIR"] = str(private)
 
 
 def install_wheels(wheels: Path, site: Path, timeout_s: float, log: Path) -> list[str]:
@@ -291,7 +313,27 @@ def markdown(results: dict[str, Any]) -> str:
             rows.append(f"| {part} | {key} | {text.replace('|', '/').replace(chr(10), ' / ')} |")
     head = (f"# gradus GPU check ({results['mode']} mode, {results.get('device', 'device unknown')}, {results['started_at']})\n\n"
             f"`{results['command']}`: wall {results.get('wall_s', 0):.0f} s of a {results['budget_s']:.0f} s budget.\n\n")
-    return head + "\n".join(rows) + "\n"
+    return head + "".join(f"- {line}\n" for line in headline(results.get("parts", {}))) + "\n" + "\n".join(rows) + "\n"
+
+
+def headline(parts: dict[str, Any]) -> list[str]:
+    """The figures the issue asks for, one line each, above the full table."""
+    lines = [f"{name}: {entry['status']} ({entry['seconds']} s)" for name, entry in parts.items() if entry["status"] != "ok"]
+    stages = parts.get("quickstart", {}).get("stages", {})
+    if stages:
+        done = sum(stage["state"] == "done" for stage in stages.values())
+        lines.append(f"quickstart: {done} of {len(stages)} stages done")
+    for name in ("sft_single", "sft_zero2"):
+        sft = parts.get(name, {})
+        if "tokens_per_s" in sft:
+            mfu = "n/a" if sft["mfu_palm"] is None else f"{sft['mfu_palm']:.1%}"
+            lines.append(f"{name}: {sft['tokens_per_s']:,.0f} tokens/s, MFU {mfu} (6N + attention), peak memory "
+                         f"{sft['peak_memory_bytes'] / 2**30:.2f} GiB")
+    ratio = parts.get("grpo", {}).get("ratio")
+    if ratio:
+        lines.append(f"grpo stage / bare GRPOTrainer: {ratio['trained_tokens_per_s']:.3f} trained tokens/s, "
+                     f"{ratio['generated_tokens_per_s']:.3f} generated tokens/s (goal >= 0.95)")
+    return lines
 
 
 def flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
@@ -306,10 +348,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for results.json, results.md and the runs")
     parser.add_argument("--cpu", action="store_true", help="tiny sizes, no bf16, packages from this environment")
-    parser.add_argument("--wheels", type=Path, default=REPO / ".whl",
-                        help="GPU mode: the carried wheels (bench/gpu/fetch_wheels.sh); ignored when gradus's packages import already")
-    parser.add_argument("--site", type=Path, default=Path("/tmp/gradus-gpu-site"), help="GPU mode: where the wheels are installed")
-    parser.add_argument("--budget-s", type=float, help="wall-clock budget of the whole check (default: 470 GPU, 300 --cpu)")
+    parser.add_argument("--wheels", type=Path, help="install these wheels first (bench/gpu/fetch_wheels.sh); GPU mode "
+                        "installs .whl/ by default unless gradus's requirements are met already; with --cpu, a rehearsal of that")
+    parser.add_argument("--site", type=Path, default=Path("/tmp/gradus-gpu-site"), help="where the wheels are installed")
+    parser.add_argument("--budget-s", type=float, help="wall-clock budget of the whole check (default: 470 GPU, 480 --cpu)")
     args = parser.parse_args(argv)
     sizes = CPU if args.cpu else GPU
     if args.budget_s is not None:
@@ -318,13 +360,20 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    if args.cpu:
+        # One thread per process, for every part and both GRPO arms alike (gradus's runner keeps a value set
+        # here): on a shared CPU machine, OpenMP threads spinning against other jobs made steps 10-60x slower.
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+    private_extensions_dir(args.out)
     started = time.time()
     check = Check(out=args.out, sizes=sizes, on_gpu=not args.cpu, deadline=started + sizes.budget_s, results={
         "mode": "cpu" if args.cpu else "gpu", "command": " ".join(["python -m bench.gpu.check", *(argv if argv is not None else sys.argv[1:])]),
         "started_at": datetime.datetime.now().isoformat(timespec="seconds"), "started_at_unix": started, "budget_s": sizes.budget_s,
         "parts": {},
     })
-    wheels = None if args.cpu or gradus_installed() else args.wheels.resolve()
+    if args.wheels is None and not args.cpu and not gradus_installed():
+        args.wheels = REPO / ".whl"
+    wheels = args.wheels.resolve() if args.wheels else None
     check.run_part("environment", lambda check: part_environment(check, wheels, args.site.resolve()))
     check.run_part("quickstart", part_quickstart)
     check.run_part("model", part_model)
