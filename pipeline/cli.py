@@ -35,26 +35,32 @@ def main(argv: list[str] | None = None) -> int:
     plan_parser.add_argument("manifest", type=Path)
     run_parser = commands.add_parser("run", help="run (or resume) every stage of a manifest")
     run_parser.add_argument("manifest", type=Path)
+    for subparser in (plan_parser, run_parser):
+        subparser.add_argument("overrides", nargs="*", metavar="KEY.PATH=VALUE", help="change a manifest field, e.g. stages.sft.args.learning_rate=1e-3")
     partial = run_parser.add_mutually_exclusive_group()
     partial.add_argument("--from", dest="from_stage", metavar="STAGE", help="rerun STAGE and every stage after it")
     partial.add_argument("--only", metavar="STAGE", help="rerun STAGE alone (the stage it starts from must be done)")
     status_parser = commands.add_parser("status", help="show the ledger of a run directory")
     status_parser.add_argument("run_dir", type=Path)
-    args = parser.parse_args(argv)
+    args, more_overrides = parser.parse_known_args(argv)  # overrides may also follow --from/--only
+    if more_overrides and args.command == "status":
+        parser.error(f"unrecognized arguments: {' '.join(more_overrides)}")
 
     if args.command == "status":
         return show_status(args.run_dir)
-    return plan_or_run(args)
+    return plan_or_run(args, more_overrides)
 
 
-def plan_or_run(args: argparse.Namespace) -> int:
+def plan_or_run(args: argparse.Namespace, more_overrides: list[str]) -> int:
     from pipeline import preflight
     from pipeline.manifest import ManifestError, load_manifest
+    from pipeline.overrides import resolved_manifest_text
     from pipeline.plan import make_plan
     from pipeline.runner import RunError, actions, run
 
     try:
-        plan = make_plan(load_manifest(args.manifest))
+        overrides = [*args.overrides, *more_overrides]
+        plan = make_plan(load_manifest(args.manifest, overrides))
         from_stage, only = (None, None) if args.command == "plan" else (args.from_stage, args.only)
         for name in (from_stage, only):
             if name is not None and name not in [stage.name for stage in plan.stages]:
@@ -63,7 +69,8 @@ def plan_or_run(args: argparse.Namespace) -> int:
         preflight.check(stage for stage, action in todo if action not in ("skip", "restore"))  # before anything launches or is written
         if args.command == "plan":
             return show_plan(plan, todo)
-        return run(plan, from_stage=from_stage, only=only, say=lambda line: console.print(line, markup=False))
+        return run(plan, from_stage=from_stage, only=only, say=lambda line: console.print(line, markup=False),
+                   resolved_manifest=resolved_manifest_text(args.manifest, overrides))
     except (ManifestError, RunError) as error:
         console.print(f"[red]gradus: error:[/red] {error}", soft_wrap=True)
         return 2

@@ -34,6 +34,7 @@ from typing import Iterator
 
 import launch
 from pipeline.ledger import Ledger, now
+from pipeline.overrides import save_resolved_manifest
 from pipeline.plan import Plan, PlannedStage
 from pipeline.report import write_report
 
@@ -81,10 +82,13 @@ def actions(plan: Plan, ledger: Ledger, from_stage: str | None = None, only: str
     ]
 
 
-def run(plan: Plan, from_stage: str | None = None, only: str | None = None, say=print) -> int:
-    """Run the plan; return the exit code (0 all done, 1 a stage failed, 130 interrupted)."""
+def run(plan: Plan, from_stage: str | None = None, only: str | None = None, say=print, resolved_manifest: str | None = None) -> int:
+    """Run the plan; return the exit code (0 all done, 1 a stage failed, 130 interrupted). `resolved_manifest`
+    (the manifest text, overrides applied) is saved as run_dir/manifest.yaml once this run holds the run_dir."""
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive_lock(plan.run_dir):
+        if resolved_manifest is not None:
+            save_resolved_manifest(plan.run_dir, resolved_manifest)
         ledger = Ledger(plan.run_dir)
         todo = actions(plan, ledger, from_stage, only)
         refuse_before_launch(plan, todo, ledger)

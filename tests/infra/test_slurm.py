@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.manifest import load_manifest
+from pipeline.overrides import RESOLVED_MANIFEST
+from pipeline.plan import make_plan
 from tests.conftest import tiny_manifest, write_manifest
 from tests.infra.conftest import (
     SBATCH_SCRIPT, SFT_STEPS, Slurm, free_port, ledger, metrics, sft_manifest, wait_until,
@@ -44,10 +47,11 @@ def test_requeue_before_the_time_limit_resumes_the_stage_and_skips_finished_ones
     run_dir = tmp_path / "run"
     manifest = tiny_manifest(run_dir, max_steps=5, save_steps=5)
     warmup = {**manifest["stages"][0], "name": "warmup"}
-    main = {**manifest["stages"][0], "name": "sft", "model": "warmup",
-            "args": {**warmup["args"], "max_steps": LONG_SFT, "save_steps": 10}}
+    main = {**manifest["stages"][0], "name": "sft", "model": "warmup", "args": {**warmup["args"], "save_steps": 10}}
     manifest["stages"] = [warmup, main]
-    job = slurm.sbatch(str(SBATCH_SCRIPT), str(write_manifest(tmp_path / "chain.yaml", manifest)), cwd=tmp_path)
+    # The script passes its arguments on to `gradus run`: here an override, which the requeued start gets too.
+    job = slurm.sbatch(str(SBATCH_SCRIPT), str(write_manifest(tmp_path / "chain.yaml", manifest)),
+                       f"stages.sft.args.max_steps={LONG_SFT}", cwd=tmp_path)
 
     wait_until(lambda: checkpoint_written(run_dir, "sft", 10), 300, "the sft stage's first checkpoint")
     warmup_started = ledger(run_dir)["warmup"]["started_at"]
@@ -71,6 +75,8 @@ def test_requeue_before_the_time_limit_resumes_the_stage_and_skips_finished_ones
     assert job_log.count(f"[gradus] job {job}") == 2  # both starts append to the one log
     assert "requeueing job" in job_log and "warmup: done" in job_log and "skipped" in job_log and "sft: resuming" in job_log
     assert "run complete" in job_log and (run_dir / "report.md").is_file()
+    saved = make_plan(load_manifest(run_dir / RESOLVED_MANIFEST))  # the run, reproducible from its own output
+    assert {stage.name: stage.fingerprint for stage in saved.stages} == {name: entry["fingerprint"] for name, entry in entries.items()}
 
 
 def test_scancel_leaves_the_stage_interrupted_and_a_new_sbatch_resumes_it(slurm: Slurm, tmp_path):
