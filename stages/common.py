@@ -66,6 +66,9 @@ def training_args(config_cls: type, stage: StageFile, planned_world_size: int | 
     values.setdefault("seed", stage.seed)
     if planned_world_size is not None:
         config_cls = _with_world_size(config_cls, planned_world_size)
+    # TensorBoard (report_to) writes to <stage>/tensorboard, one run per stage that a resume continues,
+    # not transformers' default of a new checkpoints/runs/<date>_<host>/ per attempt.
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(stage.stage_dir / "tensorboard")
     return config_cls(output_dir=str(stage.checkpoint_dir), **values)
 
 
