@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_cpu_mode_measures_every_part(tmp_path):
     out = tmp_path / "check"
     result = subprocess.run([sys.executable, "-m", "bench.gpu.check", "--out", str(out), "--cpu"],
-                            capture_output=True, text=True, cwd=REPO, timeout=600)
+                            capture_output=True, text=True, cwd=REPO, timeout=1800)
     results = json.loads((out / "results.json").read_text())
     parts = results["parts"]
     assert result.returncode == 0, json.dumps({name: entry.get("error") for name, entry in parts.items()}, indent=1)
