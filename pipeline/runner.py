@@ -240,11 +240,16 @@ def _run_stage(stage: PlannedStage, ledger: Ledger, say) -> int:
 
 def stage_environment(stage: PlannedStage) -> dict[str, str]:
     """`launch.env`, plus, on a machine without a GPU, the cores shared out among the stage's processes
-    (accelerate gives a single CPU process one thread); a user's own OMP_NUM_THREADS wins."""
+    (accelerate gives a single CPU process one thread), with passive waiting; a user's own
+    OMP_NUM_THREADS (or OMP_WAIT_POLICY) wins."""
     env = dict(stage.env)
     if not launch.has_gpu() and "OMP_NUM_THREADS" not in env and "OMP_NUM_THREADS" not in os.environ:
         machines = max(1, len(stage.node_commands))
         env["OMP_NUM_THREADS"] = str(launch.cpu_threads_per_process(max(1, stage.resolved.num_processes // machines)))
+        if "OMP_WAIT_POLICY" not in env and "OMP_WAIT_POLICY" not in os.environ:
+            # Threads that sleep instead of spinning between ops: on a machine other jobs share, spinning
+            # OpenMP threads made a step 10x slower than one thread (BENCHMARKS.md, "CPU threads").
+            env["OMP_WAIT_POLICY"] = "PASSIVE"
     return env
 
 

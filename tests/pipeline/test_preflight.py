@@ -156,12 +156,14 @@ def test_plan_run_and_status_import_no_torch_transformers_or_trl(tmp_path):
 
 def test_a_cpu_stage_gets_the_cores_shared_among_its_processes_unless_the_user_says(tmp_path, monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     manifest = chain(tmp_path)
     stage(manifest, "grpo")["launch"] = {"profile": "ddp", "num_processes": 2}
     plan = make_plan(load_manifest(write_manifest(tmp_path / "m.yaml", manifest)))
     cores = len(os.sched_getaffinity(0))
     by_name = {planned.name: planned for planned in plan.stages}
     assert stage_environment(by_name["sft"])["OMP_NUM_THREADS"] == str(cores)
+    assert stage_environment(by_name["sft"])["OMP_WAIT_POLICY"] == "PASSIVE"
     assert stage_environment(by_name["grpo"])["OMP_NUM_THREADS"] == str(max(1, cores // 2))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert "OMP_NUM_THREADS" not in stage_environment(by_name["sft"])  # the user's own setting goes through
