@@ -17,10 +17,15 @@ starts from, and takes as its reference, the model this round trained. Where gra
     row ("not applicable") counts 0 for that row, as in TRL's GRPOTrainer (a nansum); unlike there, a
     completion that every reward returns None for is not set apart: it scores 0;
   * `prompts_per_round` takes consecutive slices of one seeded shuffle of the prompts, so rounds
-    see different prompts until all have been used (then it wraps around).
+    see different prompts until all have been used (then it wraps around); with a `curriculum:`
+    block, a curriculum strategy draws each round's prompts instead (stages/curriculum/rounds.py),
+    from the total scores of the earlier rounds' completions (a completion passes when its score
+    reaches `pass_threshold`), so rounds move toward the prompts whose completions still differ,
+    which is where pairs come from.
 
 Layout of an on-policy stage directory, which is also how a rerun resumes:
-    pairs/round_<r>/          the round's pairs (HF `save_to_disk`) + sampling.json; reused, never resampled
+    pairs/round_<r>/          the round's pairs (HF `save_to_disk`) + sampling.json (with the prompts drawn)
+                              + curriculum_state.npz with a curriculum; reused, never resampled
     rounds/round_<r>/         checkpoints/, then model/ (the last round's model goes to `model/`),
                               then round.json, written last: the round is finished
 A rerun skips finished rounds and resumes an interrupted one from its last checkpoint. Sampling runs
@@ -35,10 +40,13 @@ import random
 import shutil
 from pathlib import Path
 from statistics import fmean
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from stages import common
 from stages.arguments import StageFile
+
+if TYPE_CHECKING:
+    from stages.curriculum.rounds import RoundCurriculum
 
 PAIR_COLUMNS = ["prompt", "chosen", "rejected"]
 CURVES = ["loss", "rewards/margins", "eval_loss"]
@@ -76,16 +84,20 @@ def round_prompt_indices(num_prompts: int, per_round: int | None, seed: int, rou
     return [order[(start + offset) % num_prompts] for offset in range(per_round)]
 
 
-def sample_pairs(stage: StageFile, round_number: int, prompts: Any, reward_fns: list, pairs_dir: Path, state: Any) -> None:
-    """Sample the round's completions from `stage.model_path` (every process takes a slice of the
-    prompts); the main process scores them and saves the pairs and the sampling figures to `pairs_dir`."""
+def sample_pairs(
+    stage: StageFile, round_number: int, indices: list[int], prompts: Any, reward_fns: list, pairs_dir: Path, state: Any,
+    curriculum: RoundCurriculum | None = None,
+) -> None:
+    """Sample completions of the round's prompts (`indices` rows of `prompts`) from `stage.model_path`
+    (every process takes a slice of them); the main process scores them and saves the pairs and the
+    sampling figures to `pairs_dir`, and, with a curriculum, records the scores and saves its state there."""
     import datasets
     from accelerate.utils import gather_object
     from transformers import AutoModelForCausalLM, set_seed
 
     on_policy = stage.on_policy
     n = on_policy.num_completions
-    rows = prompts.select(round_prompt_indices(len(prompts), on_policy.prompts_per_round, stage.seed, round_number))
+    rows = prompts.select(indices)
     model = AutoModelForCausalLM.from_pretrained(stage.model_path).to(state.device).eval()
     tokenizer = common.load_tokenizer(stage.model_path)
     set_seed(stage.seed + round_number)
@@ -111,10 +123,13 @@ def sample_pairs(stage: StageFile, round_number: int, prompts: Any, reward_fns: 
         "mean_rejected_score": fmean(pair["rejected_score"] for pair in pairs) if pairs else None,
         "mean_reward": fmean(scores),
         **reward_means,
+        "prompt_indices": indices,
     }
     staging = pairs_dir.with_name(pairs_dir.name + ".partial")  # renamed when complete: a kill leaves no half-saved pairs
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
+    if curriculum is not None:  # the total score, what pairs are ranked by, is the curriculum's evidence
+        sampling["curriculum"] = curriculum.record(round_number, indices, scores, n, staging)
     if pairs:  # datasets cannot save an empty dataset; sampling.json alone says the round found none
         datasets.Dataset.from_list(pairs).save_to_disk(str(staging))
     common.write_json(staging / "sampling.json", sampling)
@@ -183,6 +198,11 @@ def run_on_policy(stage: StageFile, eval_pairs: Any) -> dict[str, Any]:
     reward_fns = [(spec.name, spec.weight, rewards.build(spec.name, spec.options)) for spec in stage.rewards]
     state = common.distributed_state()
     records, model_path, last_round = [], stage.model_path, stage.on_policy.rounds
+    curriculum = None
+    if stage.curriculum is not None:
+        from stages.curriculum.rounds import RoundCurriculum
+
+        curriculum = RoundCurriculum(stage.curriculum, prompts, stage.on_policy.prompts_per_round, last_round, stage.seed)
     for round_number in range(1, last_round + 1):
         round_stage = stage.model_copy(update={"stage_dir": stage.stage_dir / "rounds" / f"round_{round_number}", "model_path": model_path})
         save_as = stage if round_number == last_round else round_stage
@@ -194,7 +214,11 @@ def run_on_policy(stage: StageFile, eval_pairs: Any) -> dict[str, Any]:
         else:
             pairs_dir = stage.stage_dir / "pairs" / f"round_{round_number}"
             if not pairs_dir.is_dir():
-                sample_pairs(round_stage, round_number, prompts, reward_fns, pairs_dir, state)
+                if curriculum is None:
+                    indices = round_prompt_indices(len(prompts), stage.on_policy.prompts_per_round, stage.seed, round_number)
+                else:
+                    indices = curriculum.prompts_for(round_number, pairs_dir.with_name(f"round_{round_number - 1}") if round_number > 1 else None)
+                sample_pairs(round_stage, round_number, indices, prompts, reward_fns, pairs_dir, state, curriculum)
             state.wait_for_everyone()
             sampling = json.loads((pairs_dir / "sampling.json").read_text())
             if not sampling["pairs_kept"]:

@@ -107,7 +107,7 @@ def _check_kind(stage: StageFile, config: Any) -> Problem | None:
         if stage.curriculum is not None:
             from stages.curriculum.trl_wiring import unmet_requirement
 
-            unmet = unmet_requirement(config)
+            unmet = unmet_requirement(config, stage.curriculum)
             if unmet:
                 field, _, message = unmet.partition(": ")
                 return Problem(stage.name, field, f"curriculum: {message}")

@@ -4,6 +4,12 @@ Data is prompt-completion (loss on the completion only, TRL's default for that f
 conversational `messages` (set `assistant_only_loss: true` in `args` to train on assistant turns
 only; the chat template needs `{% generation %}` markers, which the built-in tiny tokenizer has).
 A `peft:` block trains LoRA adapters instead of the full model; they are merged into `model/`.
+
+A `curriculum: {strategy: ordered}` block orders the rows easy to hard by a difficulty column
+(competence pacing, Platanios et al. 2019: the easiest c(t) of the data is admitted at step t, c
+growing from `start_competence` to all of it over `ramp_fraction` of the stage); the column travels
+with the rows through TRL's tokenisation and the sampler is checkpointed, so a resumed stage continues
+the same order (stages/curriculum/trl_wiring.py, `attach_to_sft`).
 """
 
 from __future__ import annotations
@@ -14,9 +20,11 @@ from stages import common
 from stages.arguments import StageFile
 
 
-def text_columns(dataset) -> list[str]:
-    """Only the columns SFTTrainer trains on, so extra ones (answer, level, ...) don't reach the collator."""
-    return ["messages"] if "messages" in dataset.column_names else ["prompt", "completion"]
+def text_columns(dataset, keep: str | None = None) -> list[str]:
+    """Only the columns SFTTrainer trains on, so extra ones (answer, level, ...) don't reach the collator,
+    and `keep` (a curriculum's difficulty column, which the trainer drops before its collator)."""
+    columns = ["messages"] if "messages" in dataset.column_names else ["prompt", "completion"]
+    return columns + ([keep] if keep else [])
 
 
 def trainer_args(stage: StageFile, planned_world_size: int | None = None) -> Any:
@@ -29,14 +37,19 @@ def trainer_args(stage: StageFile, planned_world_size: int | None = None) -> Any
 def run(stage: StageFile) -> None:
     from trl import SFTTrainer
 
+    trainer_class = SFTTrainer
+    if stage.curriculum is not None:
+        from stages.curriculum.trl_wiring import attach_to_sft, sft_trainer_class
+
+        trainer_class = sft_trainer_class(SFTTrainer)
     train_dataset = common.load_training_data(stage)
-    train_dataset = train_dataset.select_columns(text_columns(train_dataset))
+    train_dataset = train_dataset.select_columns(text_columns(train_dataset, stage.curriculum and stage.curriculum.difficulty_column))
     eval_dataset = None
     if stage.eval_data:
         eval_dataset = common.load_data(stage.eval_data)
         eval_dataset = eval_dataset.select_columns(text_columns(eval_dataset))
 
-    trainer = SFTTrainer(
+    trainer = trainer_class(
         model=stage.model_path,
         args=trainer_args(stage),
         train_dataset=train_dataset,
@@ -44,6 +57,8 @@ def run(stage: StageFile) -> None:
         processing_class=common.load_tokenizer(stage.model_path),
         peft_config=common.peft_config(stage),
     )
+    if stage.curriculum is not None:
+        attach_to_sft(trainer, stage.curriculum, stage.stage_dir)
     metrics = common.train_and_save(trainer, stage, ["loss", "eval_loss", "learning_rate"], evaluate=True)
     common.finish(stage, metrics)
 

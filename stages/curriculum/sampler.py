@@ -126,6 +126,17 @@ class CurriculumSampler(Sampler[int]):
             for _ in range(self.layout.repeat_count):
                 yield from indices
 
+    def draw_chunk(self, number: int) -> np.ndarray:
+        """The `number`-th chunk of the stream (counting from 0 over epochs), for a caller that takes the
+        stream chunk by chunk instead of iterating it (on-policy DPO's rounds); after a `load`, the first
+        chunk the saved state had not drawn comes next, as for a resumed trainer."""
+        return self._chunk(*divmod(number, self.chunks_per_epoch))
+
+    def save_after_chunks(self, path: Path, chunks: int) -> None:
+        """`save` for a caller that has drawn and recorded `chunks` chunks (see `draw_chunk`)."""
+        epoch, position = divmod(chunks, self.chunks_per_epoch)
+        self.save(path, epoch, position * self.layout.repeat_count)
+
     def _chunk(self, epoch: int, position: int) -> np.ndarray:
         """The prompts of one generation batch, drawn now (lazily) unless a resume replays or skips it."""
         resuming = epoch == self._resume_epoch

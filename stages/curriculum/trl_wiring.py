@@ -7,7 +7,20 @@ Every coupling to a private TRL or transformers method or layout lives here, and
   `grpo_layout` mirrors how it builds its `RepeatSampler` from a GRPOConfig;
 * `trainer_resume_position` mirrors how HF Trainer counts the batches it skips on resume;
 * `CurriculumCallback._state_path` mirrors where `Trainer._save_checkpoint` writes a checkpoint;
-* `ScoreFeedback` relies on TRL passing dataset columns and `log_metric` to reward functions.
+* `ScoreFeedback` relies on TRL passing dataset columns and `log_metric` to reward functions;
+* `DynamicSampling` (through `GRPOCurriculum.trainer_class`) overrides
+  `GRPOTrainer._generate_and_score_completions(inputs)` to hand it refilled rows, and `_generate(prompts)`
+  to return what it generated for them: it relies on the first calling the second once with the rows'
+  prompts, on `_generate`'s 8-tuple, on `_log_metric`, on the rows being `train_dataset[i]` (the identity
+  collator) and on `async_loop` for async rewards;
+* `sft_trainer_class` overrides HF `Trainer._get_train_sampler(train_dataset)`, which
+  `get_train_dataloader` asks for its sampler, and relies on TRL's SFT tokenisation keeping extra columns.
+
+Why dynamic sampling needs the two overrides, and no more: TRL draws, generates and scores a generation
+batch inside `_generate_and_score_completions` and keeps no hook between scoring and the advantage,
+so a group cannot be dropped after TRL generated it (the padded tensors it returns would have to be
+re-cut, key by key); generating first and replaying the result through `_generate` touches only lists of
+per-row results, which is why only plain text generation is supported (no tools, images, rollout_func).
 
 Staleness: a chunk is drawn lazily, when the dataloader asks for its first index. HF Trainer fetches
 `gradient_accumulation_steps` batches before an optimizer step and accelerate looks one batch ahead,
@@ -41,12 +54,22 @@ PLOT_FILE = "curriculum.png"
 CSV_COLUMNS = ["step", "bucket", "share", "pass_rate", "mean_abs_advantage", "draws"]
 
 
-def unmet_requirement(grpo_args: Any) -> str | None:
+def unmet_requirement(grpo_args: Any, curriculum: CurriculumArgs | None = None) -> str | None:
     """What a curriculum needs of the GRPOConfig and does not get, or None (the preflight asks too)."""
     if grpo_args.remove_unused_columns:
         return "args.remove_unused_columns: a curriculum needs false (it reads a data column in the reward)"
     if grpo_args.ignore_data_skip:
         return "args.ignore_data_skip: a curriculum needs false (it replays its draws through the trainer's skip on resume)"
+    if curriculum is not None and curriculum.dynamic_sampling:
+        groups, screen = grpo_args.num_generations, curriculum.screen_generations
+        local_rows = grpo_args.per_device_train_batch_size * grpo_args.steps_per_generation
+        if screen is not None and screen >= groups:
+            return f"curriculum.screen_generations: {screen} screens a whole group of num_generations {groups}; leave it unset for DAPO"
+        if screen is not None and grpo_args.use_vllm:
+            return "curriculum.screen_generations: vLLM generates whole groups; screening needs use_vllm false"
+        if local_rows % groups:
+            return (f"args.per_device_train_batch_size: dynamic sampling needs every process's generation batch (x steps_per_generation "
+                    f"= {local_rows} completions) to hold whole groups of num_generations {groups}")
     return None
 
 
@@ -98,6 +121,46 @@ class ScoreFeedback(RewardWrapper):
         if log_metric is not None:
             for name, value in self.sampler.log_values().items():
                 log_metric(name, value)
+
+
+def sft_trainer_class(base: type) -> type:
+    """`base` (SFTTrainer, or any HF Trainer) drawing its rows from the sampler `attach_to_sft` gives it.
+
+    HF `Trainer.get_train_dataloader` asks `_get_train_sampler(train_dataset)` for its sampler, with the
+    dataset after `_remove_unused_columns`; the curriculum's sampler is built from `trainer.train_dataset`
+    (TRL's tokenised rows, which still carry the difficulty column) once the trainer exists."""
+
+    class CurriculumSFTTrainer(base):  # type: ignore[misc, valid-type]
+        curriculum_sampler: CurriculumSampler | None = None
+
+        def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+            if self.curriculum_sampler is None:
+                return super()._get_train_sampler(train_dataset)
+            if train_dataset is not None and len(train_dataset) != self.curriculum_sampler.num_prompts:
+                raise ValueError(f"curriculum sampler over {self.curriculum_sampler.num_prompts} rows, the trainer's dataset has {len(train_dataset)}")
+            return self.curriculum_sampler
+
+    CurriculumSFTTrainer.__name__ = f"Curriculum{base.__name__}"
+    return CurriculumSFTTrainer
+
+
+def attach_to_sft(trainer: Any, spec: CurriculumArgs | dict[str, Any], stage_dir: Path) -> CurriculumSampler:
+    """Give a `sft_trainer_class` trainer its sampler (one row per index, a chunk per dataloader step
+    across all processes, paced by the difficulty column) and the callback that checkpoints it."""
+    args, training = CurriculumArgs.model_validate(spec), trainer.args
+    if training.ignore_data_skip:
+        raise ValueError("a curriculum needs ignore_data_skip=False: it replays its draws through the trainer's skip on resume")
+    layout = RepeatLayout(1, training.per_device_train_batch_size * training.world_size, 1)
+    chunks = len(trainer.train_dataset) // layout.prompts_per_generation
+    planned = training.max_steps * training.gradient_accumulation_steps if training.max_steps > 0 else math.ceil(training.num_train_epochs * chunks)
+    workers = training.dataloader_num_workers
+    sampler = CurriculumSampler.for_dataset(
+        args, trainer.train_dataset, layout, seed=training.seed, planned_generations=planned,
+        lookahead_batches=training.gradient_accumulation_steps + 1 + workers * (training.dataloader_prefetch_factor or 2),
+    )
+    trainer.curriculum_sampler = sampler
+    trainer.add_callback(CurriculumCallback(sampler, stage_dir))
+    return sampler
 
 
 @dataclass
@@ -171,19 +234,9 @@ class DynamicSampling:
 
     @classmethod
     def build(cls, args: CurriculumArgs, grpo_args: Any, sampler: CurriculumSampler, signal_reward: Callable) -> DynamicSampling:
+        """After `unmet_requirement(grpo_args, args)` found nothing (the preflight's check, repeated by `GRPOCurriculum.build`)."""
         groups = grpo_args.num_generations
-        screen = args.screen_generations or groups
-        if screen > groups:
-            raise ValueError(f"curriculum screen_generations {screen} exceeds num_generations {groups}")
-        if screen < groups and grpo_args.use_vllm:
-            raise ValueError("curriculum screen_generations needs transformers generation: vLLM generates whole groups (use_vllm: false, or no screening)")
-        local_rows = grpo_args.per_device_train_batch_size * grpo_args.steps_per_generation
-        if local_rows % groups:
-            raise ValueError(
-                f"dynamic_sampling needs every process's generation batch (per_device_train_batch_size x steps_per_generation = {local_rows}) "
-                f"to hold whole groups of num_generations {groups}"
-            )
-        return cls(sampler, signal_reward, groups, screen, args.max_sampling_rounds)
+        return cls(sampler, signal_reward, groups, args.screen_generations or groups, args.max_sampling_rounds)
 
     def fill(self, trainer: Any, inputs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Generated]:
         """The rows (whole groups, as many as `inputs` has) and their completions, for this process."""
@@ -376,7 +429,7 @@ class GRPOCurriculum:
     @classmethod
     def build(cls, spec: CurriculumArgs | dict[str, Any], grpo_args: Any, train_dataset: Any, rewards: list[Callable], stage_dir: Path) -> GRPOCurriculum:
         args = CurriculumArgs.model_validate(spec)
-        problem = unmet_requirement(grpo_args)
+        problem = unmet_requirement(grpo_args, args)
         if problem:
             raise ValueError(problem)
         names = [reward.__name__ for reward in rewards]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.manifest import ManifestError, load_manifest
-from stages.arguments import CurriculumArgs
+from stages.arguments import CurriculumArgs, OnPolicyArgs
 from tests.conftest import TINY_MODEL, write_manifest
 
 
@@ -64,7 +64,10 @@ def test_sft_takes_only_scoreless_strategies_and_dpo_only_with_on_policy(tmp_pat
         load_manifest(manifest_with(tmp_path, {}, kind="eval"))
 
 
-def test_dynamic_sampling_is_for_grpo_only():
-    assert CurriculumArgs(strategy="band", dynamic_sampling=True).check("dpo", {"prompt", "level"}, on_policy=True) == (
+def test_dpo_rounds_need_a_round_size_and_dynamic_sampling_is_for_grpo_only():
+    assert CurriculumArgs(strategy="band").check("dpo", {"prompt", "level"}, on_policy=OnPolicyArgs()).startswith(
+        "a curriculum chooses each round's prompts; set on_policy.prompts_per_round"
+    )
+    assert CurriculumArgs(strategy="band", dynamic_sampling=True).check("dpo", {"prompt", "level"}, on_policy=OnPolicyArgs(prompts_per_round=4)) == (
         "dynamic_sampling replaces GRPO groups; a dpo stage has none"
     )

@@ -60,3 +60,26 @@ def test_checkpoints_are_written_where_the_callback_looks():
 
     assert PREFIX_CHECKPOINT_DIR == "checkpoint"
     assert 'f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"' in inspect.getsource(Trainer._save_checkpoint)
+
+
+def test_dynamic_sampling_hands_trl_its_generations_through_generate():
+    """`DynamicSampling.fill` generates through `_generate` and hands the results back when TRL's
+    `_generate_and_score_completions` calls it once, with the prompts of the rows it was given."""
+    scoring = inspect.getsource(GRPOTrainer._generate_and_score_completions)
+    assert list(inspect.signature(GRPOTrainer._generate_and_score_completions).parameters) == ["self", "inputs"]
+    assert scoring.count("self._generate(prompts)") == 1 and 'prompts = [x["prompt"] for x in inputs]' in scoring
+    assert "self._pending_metrics" in scoring  # what `_log_metric` collected is logged with this batch
+    assert list(inspect.signature(GRPOTrainer._generate).parameters) == ["self", "prompts"]
+    generate = inspect.getsource(GRPOTrainer._generate)
+    assert "return prompt_ids, completion_ids, tool_mask, completions, logprobs, extra_fields, images, tool_images" in generate
+    assert list(inspect.signature(GRPOTrainer._log_metric).parameters) == ["self", "name", "value"]
+    init = inspect.getsource(GRPOTrainer.__init__)
+    assert "data_collator=identity" in init  # the rows TRL scores are `train_dataset[i]`, as replacements are
+    assert "self.async_loop" in inspect.getsource(GRPOTrainer)  # where async rewards are awaited
+
+
+def test_hf_trainer_asks_the_overridden_method_for_the_sft_sampler():
+    from transformers import Trainer
+
+    assert list(inspect.signature(Trainer._get_train_sampler).parameters) == ["self", "train_dataset"]
+    assert "sampler_fn=self._get_train_sampler" in inspect.getsource(Trainer.get_train_dataloader)
