@@ -27,7 +27,9 @@ From the repository root. What it does, each step cached so an interrupted bench
    | band, bandit, ucb, lp, ordered, adaptive | that strategy over `level` buckets, defaults | no |
 
    The balanced regime runs uniform and the two best of the skewed regime (by seed-mean steps to
-   uniform's final accuracy), or `--balanced-strategies`.
+   uniform's final accuracy, then final accuracy), or `--balanced-strategies`. Runs go most telling
+   first (`run_order`): seed 0 of every skewed strategy; seeds 1-2 of uniform, the two best so far and
+   dynamic sampling; the balanced regime; the other skewed seeds.
 4. **Held-out accuracy** of every checkpoint (and of the start, step 0): greedy, `math_accuracy`, on
    `{split: test}` problems: levels 1-8 x 40 (skewed; 320 problems), levels 1-6 x 50 (balanced; 300).
 
@@ -180,7 +182,7 @@ class Bench:
         import rewards
         from stages import common
         from stages.arguments import DifficultyArgs
-        from stages.difficulty import estimate_shard, model_sampler, summary
+        from stages.difficulty import estimate_shard, summary
         from transformers import AutoModelForCausalLM, set_seed
 
         print(f"[{regime}] offline estimate: {settings['num_samples']} samples per prompt", flush=True)
@@ -191,7 +193,7 @@ class Bench:
         pool = self.pool(regime)
         score = rewards.build("math_accuracy", {})
         set_seed(0)
-        estimate = estimate_shard(pool, model_sampler(model, tokenizer, args), tokenizer, [("math_accuracy", 1.0, score)], args)
+        estimate = estimate_shard(pool, common.policy_sampler(model, tokenizer, args), tokenizer, [("math_accuracy", 1.0, score)], args)
         payload = {
             "key": key_of(settings), "settings": settings, "pass_rate": estimate["pass_rate"],
             "completions": len(pool) * args.num_samples, "seconds": round(time.time() - started, 1),
@@ -226,17 +228,29 @@ class Bench:
             stage["curriculum"].pop("difficulty_column")  # uniform needs no buckets; the shares it logs would be constant
         return {"run_dir": str(run_dir), "seed": seed, "base_model": str(self.sft_model), "decontamination": {"enabled": False}, "stages": [stage]}
 
-    def run(self, regime: str, strategy: str, seed: int) -> dict[str, Any]:
-        path = self.runs / f"{regime}_{strategy}_seed{seed}.json"
-        run_dir = self.work / regime / f"{strategy}_seed{seed}"
-        manifest = self.manifest(regime, strategy, seed, run_dir)
+    def key(self, regime: str, strategy: str, seed: int) -> tuple[str, dict[str, Any]]:
+        """A run's cache key (everything its figures depend on, no paths) and its manifest."""
+        manifest = self.manifest(regime, strategy, seed, self.work / regime / f"{strategy}_seed{seed}")
         pool_path = Path(manifest["stages"][0]["data"]["path"])
         identity = {**manifest, "run_dir": None, "base_model": self.sft_hash,
                     "stages": [{**manifest["stages"][0], "data": {"pool_sha256": hashlib.sha256(pool_path.read_bytes()).hexdigest()}}]}
         key = key_of({"manifest": identity, "held_out": REGIMES[regime].held_out,
                       "max_new_tokens": REGIMES[regime].max_new_tokens, "estimate": self.estimate(regime)["key"]})
-        if path.is_file() and json.loads(path.read_text())["key"] == key:
+        return key, manifest
+
+    def cached(self, regime: str, strategy: str, seed: int) -> dict[str, Any] | None:
+        path = self.runs / f"{regime}_{strategy}_seed{seed}.json"
+        if path.is_file() and json.loads(path.read_text())["key"] == self.key(regime, strategy, seed)[0]:
             return json.loads(path.read_text())
+        return None
+
+    def run(self, regime: str, strategy: str, seed: int) -> dict[str, Any]:
+        cached = self.cached(regime, strategy, seed)
+        if cached is not None:
+            return cached
+        path = self.runs / f"{regime}_{strategy}_seed{seed}.json"
+        key, manifest = self.key(regime, strategy, seed)
+        run_dir, pool_path = Path(manifest["run_dir"]), Path(manifest["stages"][0]["data"]["path"])
         cpu_before = os.times()
         wall = gradus_run(manifest, run_dir / "manifest.yaml")
         cpu_after = os.times()
@@ -488,6 +502,21 @@ def best_strategies(summary: dict[str, Any], count: int) -> list[str]:
     return ranked[:count]
 
 
+def run_order(summary: dict[str, Any], options: argparse.Namespace) -> list[tuple[str, str, int]]:
+    """Every run, the most telling first, so a bench cut short has answered the most: the first seed of
+    every skewed strategy; the other seeds of uniform, the two best so far and dynamic sampling; the
+    balanced regime; then the other seeds of the rest. "Best" is re-ranked as results land."""
+    first, *others = options.seeds
+    skewed = ["uniform", *[name for name in options.strategies if name != "uniform"]]
+    best = best_strategies(summary, 2)
+    core = [name for name in dict.fromkeys(["uniform", *best, "dynamic"]) if name in skewed]
+    balanced = options.balanced_strategies or ["uniform", *best]
+    order = ([("skewed", name, first) for name in skewed] + [("skewed", name, seed) for seed in others for name in core]
+             + [("balanced", name, seed) for seed in options.seeds for name in balanced]
+             + [("skewed", name, seed) for seed in others for name in skewed])
+    return [run for run in dict.fromkeys(order) if run[0] in options.regimes]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=list(REGIMES))
@@ -529,18 +558,16 @@ def main() -> None:
         print(f"skewed pool: {at_the_ends:.0%} of prompts at pass rate 0 or 1 by the estimate", flush=True)
         if at_the_ends < SKEW_GOAL:
             raise SystemExit(f"the skewed pool is not skewed enough ({at_the_ends:.0%} < {SKEW_GOAL:.0%} at pass rate 0 or 1)")
-        for regime in options.regimes:
-            if regime == "balanced":
-                strategies = options.balanced_strategies or ["uniform", *best_strategies(report(), 2)]
-            else:
-                strategies = ["uniform", *[name for name in options.strategies if name != "uniform"]]
+        while True:
+            pending = [run for run in run_order(report(), options) if bench.cached(*run) is None]
+            if not pending:
+                break
+            regime, strategy, seed = pending[0]
             bench.start_accuracy(regime)
-            for seed in options.seeds:  # seed-major: a bench cut short still compares every strategy
-                for strategy in strategies:
-                    run = bench.run(regime, strategy, seed)
-                    curve = " ".join(f"{step}:{value['mean']:.3f}" for step, value in run["held_out"].items())
-                    print(f"[{time.time() - started:6.0f}s] {regime} {strategy} seed {seed}: {run['wall_seconds']:.0f}s  {curve}", flush=True)
-                    report()
+            run = bench.run(regime, strategy, seed)
+            curve = " ".join(f"{step}:{value['mean']:.3f}" for step, value in run["held_out"].items())
+            print(f"[{time.time() - started:6.0f}s] {regime} {strategy} seed {seed}: {run['wall_seconds']:.0f}s  {curve}  "
+                  f"({len(pending) - 1} runs to go)", flush=True)
     summary = report()
     print(markdown(summary))
 

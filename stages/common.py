@@ -12,7 +12,8 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import launch
 from stages.arguments import DataBlock, StageFile
@@ -207,6 +208,31 @@ def generate(
             )
         completions += tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     return completions
+
+
+Sampler = Callable[[list[Any], int], list[str]]
+"""Given prompts (texts or chat messages) and n, n sampled completions of each (those of one prompt consecutive)."""
+
+
+class SamplingArgs(Protocol):
+    """What a sampling stage's args say about sampling (PRMLabelArgs, DifficultyArgs)."""
+
+    max_new_tokens: int
+    batch_size: int  # sequences (prompts x n) per generate call
+    temperature: float
+    top_p: float
+
+
+def policy_sampler(model: Any, tokenizer: Any, args: SamplingArgs) -> Sampler:
+    """The stage's model as a `Sampler`: batched HF generation at the stage's temperature."""
+
+    def sample(prompts: list[Any], n: int) -> list[str]:
+        return generate(
+            model, tokenizer, prompts, max_new_tokens=args.max_new_tokens, batch_size=max(1, args.batch_size // n),
+            temperature=args.temperature, top_p=args.top_p, num_return_sequences=n,
+        )
+
+    return sample
 
 
 def save_final_model(trainer: Any, stage: StageFile) -> None:

@@ -25,20 +25,16 @@ number, so a resumed or re-split stage samples what an uninterrupted single proc
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from typing import Any
 
 from stages import common
 from stages.arguments import DifficultyArgs, StageFile
+from stages.common import Sampler
 from stages.dpo import score as weighted_scores
 
 log = logging.getLogger("gradus")
-
-Sampler = Callable[[list[Any], int], list[str]]
-"""Given prompts (strings or chat messages) and k, k sampled completions of each, those of one prompt consecutive."""
-
 
 def pass_rates(scores: list[float], k: int, threshold: float) -> list[float]:
     """The fraction of each prompt's k consecutive scores that reach `threshold`."""
@@ -60,18 +56,6 @@ def estimate_shard(
     completion_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
     scores, _ = weighted_scores(reward_fns, rows, completions, completion_ids, k)
     return {"pass_rate": pass_rates(scores, k, args.pass_threshold), "scores": [scores[start : start + k] for start in range(0, len(scores), k)]}
-
-
-def model_sampler(model: Any, tokenizer: Any, args: DifficultyArgs) -> Sampler:
-    """The stage's model as a `Sampler`: batched HF generation at the stage's temperature."""
-
-    def sample(prompts: list[Any], k: int) -> list[str]:
-        return common.generate(
-            model, tokenizer, prompts, max_new_tokens=args.max_new_tokens, batch_size=max(1, args.batch_size // k),
-            temperature=args.temperature, top_p=args.top_p, num_return_sequences=k,
-        )
-
-    return sample
 
 
 def summary(pass_rate: list[float], levels: list[Any] | None) -> dict[str, Any]:
@@ -105,25 +89,22 @@ def run(stage: StageFile) -> None:
 
     import rewards
 
-    started = time.time()
-    args = DifficultyArgs(**stage.args)
-    seed = args.seed if args.seed is not None else stage.seed
+    started, args = time.time(), DifficultyArgs(**stage.args)
     dataset = common.load_data(stage.data)
-    num_prompts = len(dataset) if args.max_prompts is None else min(args.max_prompts, len(dataset))
-    num_shards = math.ceil(num_prompts / args.prompts_per_shard)
-    state = common.distributed_state()
+    pool = dataset.select(range(len(dataset) if args.max_prompts is None else min(args.max_prompts, len(dataset))))
+    shard_rows = [list(range(begin, min(begin + args.prompts_per_shard, len(pool)))) for begin in range(0, len(pool), args.prompts_per_shard)]
+    num_shards, state = len(shard_rows), common.distributed_state()
     todo, resumed_here = common.unfinished_shards(stage, num_shards, state)
     resumed = sum(gather_object([resumed_here]))
     if todo:
         model = AutoModelForCausalLM.from_pretrained(stage.model_path).to(state.device).eval()
         tokenizer = common.load_tokenizer(stage.model_path)
-        sample = model_sampler(model, tokenizer, args)
+        sample = common.policy_sampler(model, tokenizer, args)
         reward_fns = [(spec.name, spec.weight, rewards.build(spec.name, spec.options)) for spec in stage.rewards]
         for number, shard in enumerate(todo, start=1):
-            shard_started = time.time()
-            indices = list(range(shard * args.prompts_per_shard, min((shard + 1) * args.prompts_per_shard, num_prompts)))
-            set_seed(seed + shard)  # per shard, so a resumed or re-split stage samples what an uninterrupted one would
-            estimate = estimate_shard(dataset.select(indices), sample, tokenizer, reward_fns, args)
+            shard_started, indices = time.time(), shard_rows[shard]
+            set_seed((stage.seed if args.seed is None else args.seed) + shard)  # a resumed or re-split stage samples what an uninterrupted one would
+            estimate = estimate_shard(pool.select(indices), sample, tokenizer, reward_fns, args)
             common.write_shard(stage, shard, {"indices": indices, **estimate, "seconds": round(time.time() - shard_started, 2)})
             log.info("shard %d (%d of %d here): %d prompts, mean pass rate %.3f", shard, number, len(todo), len(indices),
                      sum(estimate["pass_rate"]) / len(indices))
@@ -135,17 +116,16 @@ def run(stage: StageFile) -> None:
     shards = common.all_finished_shards(stage, num_shards)
     pass_rate = [rate for payload in shards for rate in payload["pass_rate"]]
     scores = [row for payload in shards for row in payload["scores"]]
-    pool = dataset.select(range(num_prompts))
     keep = kept(pass_rate, args.keep_pass_rate)
     if not keep:
         raise RuntimeError(f"difficulty: no prompt's pass rate lies inside keep_pass_rate {args.keep_pass_rate}")
     rows = [{**pool[index], "pass_rate": pass_rate[index], "scores": scores[index]} for index in keep]
     common.save_dataset(rows, stage.stage_dir / common.DATASET_DIR)
     metrics = {
-        "prompts": num_prompts,
+        "prompts": len(pool),
         "kept": len(keep),
         "num_samples": args.num_samples,
-        "completions": num_prompts * args.num_samples,
+        "completions": len(pool) * args.num_samples,
         **summary(pass_rate, list(pool["level"]) if "level" in pool.column_names else None),
         "shards": num_shards,
         "shards_resumed": resumed,
@@ -153,7 +133,7 @@ def run(stage: StageFile) -> None:
         "seconds": round(time.time() - started, 1),
         "num_processes": state.num_processes,
     }
-    log.info("%d prompts: %.0f%% never solved, %.0f%% always, %d kept", num_prompts, 100 * metrics["share_never_solved"],
+    log.info("%d prompts: %.0f%% never solved, %.0f%% always, %d kept", len(pool), 100 * metrics["share_never_solved"],
              100 * metrics["share_always_solved"], len(keep))
     common.finish(stage, metrics)
 

@@ -66,6 +66,7 @@ from data_recipes.math_sets import last_boxed
 from rewards.steps import prompt_text, split_steps
 from stages import common
 from stages.arguments import PRMLabelArgs, StageFile
+from stages.common import Sampler, policy_sampler
 
 log = logging.getLogger("gradus")
 
@@ -194,22 +195,6 @@ def balance_rows(rows: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------------
 # The model side: sampling solutions and rolling out prefixes.
 # ---------------------------------------------------------------------------------------------------
-
-
-Sampler = Callable[[list[str], int], list[str]]
-"""Given prompt texts and n, n sampled continuations of each (those of one prompt consecutive)."""
-
-
-def policy_sampler(model: Any, tokenizer: Any, args: PRMLabelArgs) -> Sampler:
-    """The stage's model as a `Sampler`: batched HF generation at the stage's temperature."""
-
-    def sample(prompts: list[str], n: int) -> list[str]:
-        return common.generate(
-            model, tokenizer, prompts, max_new_tokens=args.max_new_tokens, batch_size=max(1, args.batch_size // n),
-            temperature=args.temperature, top_p=args.top_p, num_return_sequences=n,
-        )
-
-    return sample
 
 
 class PrefixRollouts:

@@ -1,11 +1,13 @@
-"""Adaptive-difficulty curriculum: one sampler that decides which prompts a GRPO stage trains on next.
+"""Adaptive-difficulty curriculum: one sampler that decides which prompts a stage trains on next
+(GRPO's prompts, on-policy DPO's rounds, SFT's order).
 
-Three modules, by what they depend on:
+Four modules, by what they depend on:
 
 * `strategies.py` (numpy only): buckets, the evidence, the strategies;
 * `sampler.py` (+ torch): the index stream in TRL's contract, with exact resume;
-* `trl_wiring.py` (+ TRL, transformers): the trainer override, the reward feedback, the checkpoint
-  callback; every coupling to a private TRL or transformers detail lives there.
+* `rounds.py`: the sampler for a stage that works in rounds (on-policy DPO);
+* `trl_wiring.py` (+ TRL, transformers): the trainer overrides, the reward feedback, dynamic sampling,
+  the checkpoint callback; every coupling to a private TRL or transformers detail lives there.
 
 What it is made of, in the order the data flows:
 
@@ -14,7 +16,11 @@ What it is made of, in the order the data flows:
 * **Evidence.** Every GRPO group is `num_generations` completions of one prompt, so each generation
   batch measures, for free, each drawn prompt's pass rate and its group's mean absolute advantage
   |r - mean(r_group)|. `Evidence.record` keeps each prompt's latest pass rate and, per bucket,
-  moving averages (step size `learning_rate`) of pass rate and mean |advantage|.
+  moving averages (step size `learning_rate`) of pass rate and mean |advantage|. With `prior_column`
+  (a `difficulty` stage's offline `pass_rate`, stages/difficulty.py) every prompt starts from its
+  measured pass rate and every bucket from its prompts' mean (value 2 p (1 - p)), so a strategy knows
+  the pool before its first draw: a level bucket holds prompts the model always and never solves,
+  and only per-prompt knowledge can tell them apart.
 * **Strategies** turn the evidence into the next generation batch's bucket shares:
 
   | strategy   | source                                   | what gradus does, and where it deviates |
@@ -25,9 +31,11 @@ What it is made of, in the order the data flows:
   | `band`     | learnability filtering (open-r1 0.2-0.8 band; open-instruct `no_resampling_pass_rate`) | per-prompt weights: 1 inside the band, `revisit_probability` outside it, 0 once retired; unseen prompts take their bucket's pass rate |
   | `bandit`   | SEC (Self-Evolving Curriculum, 2025): arms = buckets, reward = mean absolute advantage, Q <- Q + alpha (r - Q) (TD(0)), Boltzmann P(b) ~ exp(Q_b / tau) | advantages are unnormalised (r - group mean), so for 0/1 rewards E|A| = 2p(1-p), largest at p = 1/2 |
   | `ucb`      | DUMP (2025): UCB_b = mean|A|_b + c sqrt(2 ln N / (n_b + 1)), softmax with temperature | mean|A|_b is SEC's moving average instead of DUMP's window of the last 300 advantages |
+  | `lp`       | ALP-GMM (Portelas et al. 2019) / TeachMyAgent: absolute learning progress, sampling in proportion to it | progress per bucket = |mean pass rate of its latest `lp_window` observations - of the `lp_window` before|, not a GMM over a task space; unmeasured buckets count 1 |
 
 * **Safeguards** (all but `uniform`): every bucket with drawable prompts keeps at least `min_share`
-  (p <- min_share + (1 - k min_share) p over the k available buckets), and a prompt is drawn at most
+  (p <- min_share + (1 - k min_share) p over the k available buckets; by default 0.1 / k, a tenth of
+  every batch however many buckets there are), and a prompt is drawn at most
   once in any `repeat_window` consecutive generation batches. A bucket that cannot supply its count
   (everything cooling down or retired) hands the shortfall to the others.
 
@@ -46,8 +54,14 @@ resumed run yields the same indices as an uninterrupted one. (When a checkpoint 
 generation batch, possible only with steps_per_generation or num_iterations above the defaults, TRL
 itself regenerates that batch on resume, and the curriculum records the regenerated scores.)
 
-Reuse: nothing here is GRPO-specific except `GRPOCurriculum`. DPO's on-policy rounds can draw prompts
-from a `CurriculumSampler` with `RepeatLayout(1, prompts_per_round, 1)` and `record` the scores of the
-pairs it samples; SFT can take `strategy: ordered` (easy-to-hard pacing, which needs no scores) with the
-default layout.
+Dynamic sampling (`dynamic_sampling: true`, with any strategy; DAPO, and SPEED-RL's screening with
+`screen_generations`): groups whose signal rewards all tie are dropped before TRL sees the batch and
+replaced by prompts the strategy draws (`CurriculumSampler.draw_replacements`), the extra generations
+counted in the logs; see `trl_wiring.DynamicSampling`. The zero-advantage fraction TRL logs
+(`frac_reward_zero_std`) is the waste it removes, and the waste measure for everything else.
+
+Reuse: on-policy DPO's rounds draw their prompts from a `CurriculumSampler` with
+`RepeatLayout(1, prompts_per_round, 1)` and record the total scores of the completions they sample
+(`rounds.py`); SFT takes `strategy: ordered` (easy-to-hard pacing, which needs no scores), one chunk per
+dataloader step across processes (`trl_wiring.sft_trainer_class`).
 """
