@@ -18,7 +18,7 @@ import dataclasses
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
@@ -57,6 +57,10 @@ KINDS: dict[str, KindInfo] = {
         output_columns=("prompt", "answer", "level", "steps", "labels", "hard_labels", "rollouts"),
     ),
     "prm": KindInfo(produces_model=True, needs_columns=("prompt", "steps", "labels")),  # stages.prm.PRMConfig
+    "difficulty": KindInfo(
+        produces_model=False, args_class="DifficultyArgs", needs_rewards=True, needs_columns=("prompt",),
+        output_columns=("prompt", "answer", "level", "pass_rate", "scores"),  # the pool's own columns pass through too
+    ),
 }
 # `data: {recipe: stage_output, stage: NAME}` reads the dataset an earlier stage wrote (prm_label's labels).
 STAGE_OUTPUT_RECIPE = "stage_output"
@@ -174,19 +178,23 @@ class Manifest(BaseModel):
         return next(stage for stage in self.stages if stage.name == name)
 
 
-def load_manifest(path: str | Path) -> Manifest:
-    """Parse and fully validate a manifest; raise `ManifestError` (one line) on the first problem."""
+def load_manifest(path: str | Path, overrides: Sequence[str] = ()) -> Manifest:
+    """Parse and fully validate a manifest, with command-line `key.path=value` overrides applied first
+    (pipeline/overrides.py); raise `ManifestError` (one line) on the first problem."""
+    from pipeline.overrides import apply_overrides, load_yaml
+
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"manifest {path} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text())
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ManifestError(f"{path}: not valid YAML{where}: {getattr(error, 'problem', error)}") from None
     if not isinstance(raw, dict):
         raise ManifestError(f"{path}: a manifest is a YAML mapping with run_dir, base_model and stages")
+    raw = apply_overrides(raw, overrides)
     try:
         manifest = Manifest.model_validate(raw)
     except ValidationError as error:
@@ -305,9 +313,12 @@ def _check_args(stage: StageSpec) -> None:
     """The fields gradus owns, and, for the kinds gradus defines (eval, prm_label), the whole of `args`:
     names, types and the class's own `__post_init__` checks. A TRL config's fields, types and checks
     are the preflight's (pipeline/preflight.py): only TRL can read them, and importing it costs seconds."""
+    from pipeline.trackers import check_report_to
+
     for key in stage.args:
         if key in ARGS_OWNED_BY_GRADUS:
             raise ManifestError(f"stage {stage.name!r}: field 'args.{key}': set by gradus ({ARGS_OWNED_BY_GRADUS[key]})")
+    check_report_to(stage.name, stage.args.get("report_to"))
     class_name = KINDS[stage.kind].args_class
     if class_name is None:
         return
@@ -405,7 +416,7 @@ def _check_curriculum(stage: StageSpec, columns: set[str]) -> None:
             f"{where}.signal_reward': {curriculum.signal_reward!r} is not one of the stage's rewards"
             f"{suggest(curriculum.signal_reward, reward_names)}; rewards: {', '.join(reward_names)}"
         )
-    problem = curriculum.check(stage.kind, columns)
+    problem = curriculum.check(stage.kind, columns, on_policy=stage.on_policy)
     if problem:
         raise ManifestError(f"{where}': {problem}")
 
