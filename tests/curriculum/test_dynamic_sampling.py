@@ -89,27 +89,20 @@ def contract_holds(batches: list[list[int]]) -> None:
         assert all(len(set(group)) == 1 for group in groups) and len({group[0] for group in groups}) == PROMPTS_PER_BATCH
 
 
-@pytest.mark.parametrize("screen", [None, 2])
-def test_dynamic_sampling_trains_on_groups_with_signal_in_trls_batch_shape_and_counts_every_extra_completion(tmp_path, tiny_model, screen):
+@pytest.mark.parametrize("screen, rounds", [(None, 6), (2, 1)])
+def test_dynamic_sampling_trains_on_groups_with_signal_in_trls_batch_shape_and_counts_every_extra_completion(tmp_path, tiny_model, screen, rounds):
     levels = [1, 2, 3] * 20  # a third of the prompts can have signal
-    options = {"max_sampling_rounds": 6} | ({"screen_generations": screen} if screen else {})
+    options = {"max_sampling_rounds": rounds} | ({"screen_generations": screen} if screen else {})
     recorder, signal, logged = train(tiny_model, tmp_path, levels, **options)
     contract_holds(recorder.batches)
 
     trained_levels = [levels[index] for batch in recorder.batches for index in batch[::GROUP]]
-    assert trained_levels.count(2) > 0.75 * len(trained_levels)  # uniform would give a third
+    assert trained_levels.count(2) > (0.75 if rounds > 1 else 0.4) * len(trained_levels)  # uniform would give a third
+    assert len(logged) == STEPS and all(entry["dynamic_sampling/rounds"] <= rounds for entry in logged)
 
     batch_size, screen_size = GROUP * PROMPTS_PER_BATCH, screen or GROUP
     screened = signal.scored - STEPS * batch_size  # the signal scored every screen, then TRL scored each batch
     extra = sum(entry["dynamic_sampling/extra_completions"] for entry in logged)
     # generated = screens + the rest of each chosen group; extra = generated - the batches' own completions
-    assert len(logged) == STEPS and extra == screened - STEPS * PROMPTS_PER_BATCH * screen_size > 0
+    assert extra == screened - STEPS * PROMPTS_PER_BATCH * screen_size > 0
     assert sum(entry["dynamic_sampling/dropped_groups"] for entry in logged) * screen_size >= extra
-
-
-def test_the_round_cap_bounds_the_redraws_and_the_count_still_adds_up(tmp_path, tiny_model):
-    recorder, signal, logged = train(tiny_model, tmp_path, [2] * 40, max_sampling_rounds=1)
-    contract_holds(recorder.batches)
-    # A level-2 group ties only if all its coins agree; with one round, ties are redrawn at most once.
-    assert all(entry["dynamic_sampling/rounds"] <= 1 for entry in logged)
-    assert sum(entry["dynamic_sampling/extra_completions"] for entry in logged) == signal.scored - 2 * STEPS * GROUP * PROMPTS_PER_BATCH
