@@ -128,9 +128,10 @@ def test_sigterm_stops_the_stage_and_records_it_interrupted(tmp_path):
 def test_failed_stage_is_recorded_and_earlier_work_kept(tmp_path):
     run_dir = tmp_path / "run"
     manifest = tiny_manifest(run_dir, max_steps=5, save_steps=5)
-    # A value only the trainer itself can reject: the type (SchedulerType | str) passes the plan.
+    # What only training itself finds: a valid optimizer name whose package is not installed passes
+    # the plan and its preflight (SFTConfig accepts it) and fails when the trainer builds the optimizer.
     broken = {**manifest["stages"][0], "name": "sft2", "model": "sft"}
-    broken["args"] = {**broken["args"], "lr_scheduler_type": "no_such_schedule"}
+    broken["args"] = {**broken["args"], "optim": "adamw_bnb_8bit"}
     manifest["stages"].insert(1, broken)
     manifest["stages"][2]["model"] = "sft2"
     result = gradus("run", str(write_manifest(tmp_path / "m.yaml", manifest)))
@@ -138,7 +139,7 @@ def test_failed_stage_is_recorded_and_earlier_work_kept(tmp_path):
     entries = ledger(run_dir)
     assert entries["sft"]["state"] == "done" and (run_dir / "sft" / "model").is_dir()
     assert entries["sft2"]["state"] == "failed" and "exit code" in entries["sft2"]["message"]
-    assert "no_such_schedule" in entries["sft2"]["message"] and "FAILED" in result.stdout
+    assert "bitsandbytes" in entries["sft2"]["message"] and "FAILED" in result.stdout
     assert "eval" not in entries  # the run stopped at the failure
 
 
