@@ -116,7 +116,8 @@ def test_config_fields_and_validation():
 def test_a_manifest_with_a_prm_stage_is_checked_against_prm_config_and_the_step_columns(tmp_path):
     import json
 
-    from pipeline.manifest import ManifestError, load_manifest
+    from pipeline.manifest import ManifestError
+    from pipeline.preflight import checked_plan
     from tests.conftest import TINY_MODEL, write_manifest
 
     rows = tmp_path / "rows.jsonl"
@@ -126,8 +127,8 @@ def test_a_manifest_with_a_prm_stage_is_checked_against_prm_config_and_the_step_
         stage = {"name": "prm", "kind": "prm", "data": data or {"recipe": "jsonl", "path": str(rows)}, "args": args}
         return write_manifest(tmp_path / "m.yaml", {"run_dir": str(tmp_path / "run"), "base_model": TINY_MODEL, "stages": [stage]})
 
-    load_manifest(manifest({"soft_labels": False, "step_separator": "\n\n", "max_steps": 3}))
+    checked_plan(manifest({"soft_labels": False, "step_separator": "\n\n", "max_steps": 3}))
     with pytest.raises(ManifestError, match="args.soft_label': not a field of PRMConfig \\(did you mean 'soft_labels'\\?\\)"):
-        load_manifest(manifest({"soft_label": False}))
+        checked_plan(manifest({"soft_label": False}))
     with pytest.raises(ManifestError, match="no column 'labels'"):
-        load_manifest(manifest({}, {"recipe": "synthetic_arithmetic", "num_examples": 4, "levels": [1]}))
+        checked_plan(manifest({}, {"recipe": "synthetic_arithmetic", "num_examples": 4, "levels": [1]}))
