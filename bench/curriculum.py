@@ -60,7 +60,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +178,22 @@ class Bench:
                     "max_new_tokens": REGIMES[regime].max_completion_length, "temperature": 1.0}
         path = self.runs / f"{regime}_estimate.json"
         if path.is_file() and json.loads(path.read_text())["key"] == key_of(settings):
+            cached = json.loads(path.read_text())
+            if "cpu_seconds" in cached or not self.options.time_estimates:
+                return cached
+            # An estimate cached before its CPU time was recorded: sample it again (the same seed, so
+            # the same pass rates on this machine) only to time it.
+            timed = self.sample_estimate(regime, settings)
+            if timed["pass_rate"] != cached["pass_rate"]:
+                raise SystemExit(f"[{regime}] the estimate sampled again differs from the cached one: its CPU time would not be its own")
+            write_json(path, {**cached, "cpu_seconds": timed["cpu_seconds"]})
             return json.loads(path.read_text())
+        payload = self.sample_estimate(regime, settings)
+        write_json(path, payload)
+        return payload
+
+    def sample_estimate(self, regime: str, settings: dict[str, Any]) -> dict[str, Any]:
+        """`num_samples` completions per pool prompt from the SFT start, scored: the difficulty stage's own code."""
         import rewards
         from stages import common
         from stages.arguments import DifficultyArgs
@@ -186,7 +201,7 @@ class Bench:
         from transformers import AutoModelForCausalLM, set_seed
 
         print(f"[{regime}] offline estimate: {settings['num_samples']} samples per prompt", flush=True)
-        started = time.time()
+        started, cpu_started = time.time(), time.process_time()
         model = AutoModelForCausalLM.from_pretrained(str(self.sft_model)).eval()
         tokenizer = common.load_tokenizer(str(self.sft_model))
         args = DifficultyArgs(num_samples=settings["num_samples"], max_new_tokens=settings["max_new_tokens"], batch_size=512)
@@ -194,13 +209,13 @@ class Bench:
         score = rewards.build("math_accuracy", {})
         set_seed(0)
         estimate = estimate_shard(pool, common.policy_sampler(model, tokenizer, args), tokenizer, [("math_accuracy", 1.0, score)], args)
-        payload = {
+        return {
             "key": key_of(settings), "settings": settings, "pass_rate": estimate["pass_rate"],
             "completions": len(pool) * args.num_samples, "seconds": round(time.time() - started, 1),
+            # this process's CPU (generation, one thread); the reward's scoring workers are not counted
+            "cpu_seconds": round(time.process_time() - cpu_started, 1),
             "summary": summary(estimate["pass_rate"], list(pool["level"])),
         }
-        write_json(path, payload)
-        return payload
 
     def pool_file(self, regime: str, filtered: bool) -> Path:
         """The pool as JSON Lines with each prompt's estimated `pass_rate`; `filtered`: only those in KEEP_BAND."""
@@ -343,21 +358,27 @@ def cumulative_at(per_step_values: list[float], step: float) -> float:
 
 @dataclass
 class Costs:
-    """What one run spent by each step: completions generated and wall seconds (the estimate's included where used)."""
+    """What one run spent by each step (the estimate's share included where the strategy uses it):
+    completions generated, wall seconds (TRL's step time), and CPU seconds (the run's CPU time shared
+    out over the steps in proportion to their wall time; the estimate's own CPU time, or where it was
+    not recorded its wall time, an upper bound with one thread). Wall time moves with whatever else
+    the machine runs; CPU time much less."""
 
     completions_per_step: list[float]
     seconds_per_step: list[float]
+    cpu_seconds_total: float
     upfront_completions: float = 0.0
     upfront_seconds: float = 0.0
-    total_steps: int = STEPS
+    upfront_cpu_seconds: float = 0.0
 
     @classmethod
     def of(cls, run: dict[str, Any], estimate: dict[str, Any], batch: Batch) -> Costs:
         steps = run["steps"]
         extra = [value or 0.0 for value in steps["extra_completions"]]
-        costs = cls([batch.completions + value for value in extra], [value or 0.0 for value in steps["step_time"]])
+        costs = cls([batch.completions + value for value in extra], [value or 0.0 for value in steps["step_time"]], run["cpu_seconds"])
         if run["uses_estimate"]:
             costs.upfront_completions, costs.upfront_seconds = estimate["completions"], estimate["seconds"]
+            costs.upfront_cpu_seconds = estimate.get("cpu_seconds", estimate["seconds"])
         return costs
 
     def completions(self, step: float) -> float:
@@ -366,15 +387,9 @@ class Costs:
     def seconds(self, step: float) -> float:
         return self.upfront_seconds + cumulative_at(self.seconds_per_step, step)
 
-
-@dataclass
-class StrategySummary:
-    seeds: list[int]
-    curves: np.ndarray  # (seeds, eval points) held-out mean accuracy, step 0 first
-    per_level_final: dict[str, float]
-    zero_std: float
-    wasted_groups: float
-    reach: dict[str, Any] = field(default_factory=dict)
+    def cpu_seconds(self, step: float) -> float:
+        share = cumulative_at(self.seconds_per_step, step) / max(sum(self.seconds_per_step), 1e-9)
+        return self.upfront_cpu_seconds + self.cpu_seconds_total * share
 
 
 @dataclass(frozen=True)
@@ -402,6 +417,7 @@ def summarise(results: list[dict[str, Any]], start: dict[str, dict[str, float]],
         uniform_costs = {seed: Costs.of(run, estimates[regime], batch) for seed, run in uniform.items()}
         budget_completions = np.mean([costs.completions(STEPS) for costs in uniform_costs.values()])
         budget_seconds = np.mean([costs.seconds(STEPS) for costs in uniform_costs.values()])
+        budget_cpu = np.mean([costs.cpu_seconds(STEPS) for costs in uniform_costs.values()])
         rows = {}
         for strategy in [name for name in STRATEGIES if name in by_strategy]:
             seeds = sorted(by_strategy[strategy])
@@ -428,12 +444,17 @@ def summarise(results: list[dict[str, Any]], start: dict[str, dict[str, float]],
                 "steps": points,
                 "mean": mean_curve.tolist(), "std": (curves.std(0, ddof=1) if len(seeds) > 1 else np.zeros(len(points))).tolist(),
                 "min": curves.min(0).tolist(), "max": curves.max(0).tolist(),
+                # The plateau: mean held-out accuracy over the second half of the budget, per seed.
+                "plateau": float(curves[:, [index for index, step in enumerate(points) if step >= STEPS // 2]].mean()),
+                "plateau_std": float(curves[:, [index for index, step in enumerate(points) if step >= STEPS // 2]].mean(1).std(ddof=1))
+                if len(seeds) > 1 else 0.0,
                 "final_per_level": {level: float(np.mean([run["held_out"][str(STEPS)][level] for run in runs_of]))
                                     for level in runs_of[0]["held_out"][str(STEPS)] if level != "mean"},
                 "zero_std_fraction": float(np.mean(zero)), "wasted_group_fraction": float(np.mean(wasted)),
                 "reach_steps": None if reached is None else reached / STEPS,
                 "reach_completions": None if reached is None else float(np.mean([c.completions(reached) for c in costs]) / budget_completions),
                 "reach_seconds": None if reached is None else float(np.mean([c.seconds(reached) for c in costs]) / budget_seconds),
+                "reach_cpu": None if reached is None else float(np.mean([c.cpu_seconds(reached) for c in costs]) / budget_cpu),
                 "reach_per_seed": per_seed,
                 "completions_at_budget": float(np.mean([c.completions(STEPS) for c in costs])),
             }
@@ -456,14 +477,14 @@ def markdown(summary: dict[str, Any]) -> str:
                   f"{estimate['share_learnable']:.0%} in between ({block['estimate_completions']} completions). "
                   f"Target = uniform's final seed-mean accuracy {block['target']:.3f} (start {block['start']['mean']:.3f}).", "",
                   "| strategy | seeds | " + " | ".join(f"step {step}" for step in next(iter(rows.values()))["steps"])
-                  + " | steps to target | completions to target | wall to target | per seed (steps / completions) | zero-adv. groups |",
-                  "|---|---|" + "---:|" * (len(CHECKPOINTS) + 1) + "---:|---:|---:|---|---:|"]
+                  + f" | steps {STEPS // 2}-{STEPS} | steps to target | completions to target | CPU to target | per seed (steps / completions) | zero-adv. groups |",
+                  "|---|---|" + "---:|" * (len(CHECKPOINTS) + 2) + "---:|---:|---:|---|---:|"]
         for strategy, row in rows.items():
             cells = [f"{mean:.3f} ± {std:.3f}" for mean, std in zip(row["mean"], row["std"])]
             per_seed = ", ".join("-" if reach is None else f"{reach['steps']:.2f}/{reach['completions']:.2f}" for reach in row["reach_per_seed"])
             waste = f"{row['zero_std_fraction']:.2f}" + (f" ({row['wasted_group_fraction']:.2f} of all)" if row["wasted_group_fraction"] != row["zero_std_fraction"] else "")
-            lines.append(f"| {strategy} | {len(row['seeds'])} | " + " | ".join(cells)
-                         + f" | {ratio(row['reach_steps'])} | {ratio(row['reach_completions'])} | {ratio(row['reach_seconds'])} | {per_seed} | {waste} |")
+            lines.append(f"| {strategy} | {len(row['seeds'])} | " + " | ".join(cells) + f" | {row['plateau']:.3f} ± {row['plateau_std']:.3f}"
+                         + f" | {ratio(row['reach_steps'])} | {ratio(row['reach_completions'])} | {ratio(row['reach_cpu'])} | {per_seed} | {waste} |")
         levels = list(next(iter(rows.values()))["final_per_level"])
         lines += ["", "Final held-out accuracy per level (seed-mean):", "",
                   "| strategy | " + " | ".join(f"L{level}" for level in levels) + " |", "|---|" + "---:|" * len(levels)]
@@ -528,6 +549,7 @@ def main() -> None:
     parser.add_argument("--work-dir", default="/tmp/curriculum_bench")
     parser.add_argument("--out", default=str(REPO / "bench" / "curriculum_results"))
     parser.add_argument("--summary-only", action="store_true", help="rebuild the summary from runs/ without running anything")
+    parser.add_argument("--time-estimates", action="store_true", help="sample a cached estimate that has no CPU time again, to time it")
     options = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(options.threads)
     import torch
