@@ -1,6 +1,6 @@
 """Curriculum strategies against uniform sampling, GRPO from one SFT start, in two regimes.
 
-    python -m bench.curriculum                  # everything, resuming from what bench/curriculum_results/runs/ holds
+    python -m bench.curriculum                  # everything, resuming from what bench/curriculum_results/start_<sft>/runs/ holds
     python -m bench.curriculum --regimes skewed --seeds 0 --strategies uniform lp   # a slice
 
 From the repository root. What it does, each step cached so an interrupted bench resumes:
@@ -33,7 +33,8 @@ From the repository root. What it does, each step cached so an interrupted bench
 4. **Held-out accuracy** of every checkpoint (and of the start, step 0): greedy, `math_accuracy`, on
    `{split: test}` problems: levels 1-8 x 40 (skewed; 320 problems), levels 1-6 x 50 (balanced; 300).
 
-Each finished run becomes `bench/curriculum_results/runs/<regime>_<strategy>_seed<n>.json` (its config key,
+Each finished run becomes `bench/curriculum_results/start_<sft>/runs/<regime>_<strategy>_seed<n>.json`
+(`<sft>`: the first 16 hex digits of the SFT start's weights' sha256) (its config key,
 held-out curve, per-step logs: zero-advantage fraction, step time, dynamic sampling's extra completions),
 small enough to commit, so a later session resumes from what landed; its checkpoints are then deleted.
 The summary (`curriculum.json`, `table.md`, `curriculum.png`) is rebuilt from whatever runs exist.
@@ -150,10 +151,12 @@ class Bench:
     def __init__(self, options: argparse.Namespace) -> None:
         self.options = options
         self.work = Path(options.work_dir)
-        self.out = Path(options.out)
-        self.runs = self.out / "runs"
         self.sft_model = self.train_sft_start()
         self.sft_hash = hashlib.sha256((self.sft_model / "model.safetensors").read_bytes()).hexdigest()[:16]
+        # One folder per SFT start: the same manifest trains other weights on another CPU (its float kernels
+        # differ), and runs from two starts are two experiments, never one table.
+        self.out = Path(options.out) / f"start_{self.sft_hash}"
+        self.runs = self.out / "runs"
         self._evaluator: Evaluator | None = None
 
     # -- the shared start and the pools -----------------------------------------------------------
@@ -566,7 +569,7 @@ def main() -> None:
         results = [json.loads(path.read_text()) for path in sorted(bench.runs.glob("*_seed*.json"))]
         foreign = sorted({run["sft"] for run in results} - {bench.sft_hash})
         if foreign:
-            raise SystemExit(f"runs/ holds results from another SFT start ({', '.join(foreign)}; this one is {bench.sft_hash}): not mixed")
+            raise SystemExit(f"{bench.runs} holds results from another SFT start ({', '.join(foreign)}): not mixed")
         regimes = [regime for regime in REGIMES if any(run["regime"] == regime for run in results)]
         summary = summarise(results, {regime: bench.start_accuracy(regime) for regime in regimes},
                             {regime: bench.estimate(regime) for regime in regimes}, batch)
