@@ -11,6 +11,11 @@ A `curriculum:` block swaps TRL's prompt sampler for the curriculum's (stages/cu
 trainer draws prompts from it, the signal reward reports its scores to it, and a callback keeps its
 state in every checkpoint and writes curriculum.csv / curriculum.png; the final bucket shares land
 in the metrics under `curriculum`.
+
+A `relift:` block (stages/relift.py) adds ReLIFT's interleaved SFT: prompts whose whole group fails the
+signal reward wait in a hard buffer, and once it holds a batch the stage takes an SFT step on their
+demonstrations between GRPO steps; the buffer is kept in every checkpoint, TRL's logs carry `relift/*`,
+and the metrics a summary under `relift`.
 """
 
 from __future__ import annotations
@@ -50,6 +55,12 @@ def run(stage: StageFile) -> None:
         curriculum = GRPOCurriculum.build(stage.curriculum, args, train_dataset, reward_functions, stage.stage_dir)
         trainer_class = curriculum.trainer_class(GRPOTrainer)
         train_dataset, trainer_rewards, callbacks = curriculum.train_dataset, curriculum.rewards, [curriculum.callback]
+    relift = None
+    if stage.relift is not None:
+        from stages.relift import GRPORelift
+
+        relift = GRPORelift.build(stage.relift, args, train_dataset, trainer_rewards)
+        train_dataset, trainer_rewards, callbacks = relift.train_dataset, relift.rewards, [*callbacks, relift.callback]
     trainer = trainer_class(
         model=stage.model_path,
         reward_funcs=trainer_rewards,
@@ -60,6 +71,8 @@ def run(stage: StageFile) -> None:
         peft_config=common.peft_config(stage),
         callbacks=callbacks,
     )
+    if relift is not None:
+        relift.attach(trainer)
     metrics = common.train_and_save(trainer, stage, CURVES)
     history = trainer.state.log_history
     metrics["first_reward"] = next((entry["reward"] for entry in history if "reward" in entry), None)
@@ -70,6 +83,8 @@ def run(stage: StageFile) -> None:
     metrics["rewards"] = {fn.__name__: fn.metrics() for fn in reward_functions}
     if curriculum is not None:
         metrics["curriculum"] = curriculum.summary()
+    if relift is not None:
+        metrics["relift"] = relift.summary()
     common.finish(stage, metrics)
 
 

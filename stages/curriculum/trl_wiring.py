@@ -6,7 +6,11 @@ Every coupling to a private TRL or transformers method or layout lives here, and
 * `GRPOTrainer._get_train_sampler(dataset)` is overridden to return the curriculum sampler, and
   `grpo_layout` mirrors how it builds its `RepeatSampler` from a GRPOConfig;
 * `trainer_resume_position` mirrors how HF Trainer counts the batches it skips on resume;
-* `CurriculumCallback._state_path` mirrors where `Trainer._save_checkpoint` writes a checkpoint;
+* `checkpoint_file` mirrors where `Trainer._save_checkpoint` writes a checkpoint (the curriculum's and
+  relift's callbacks put their state there, from `on_step_end`, which HF calls after the optimizer step and
+  before it saves);
+* `log_train_metric` appends to `GRPOTrainer._metrics["train"]`, which its `log` averages into the next
+  log entry (relift's SFT steps happen outside anything that could call `log_metric`);
 * `ScoreFeedback` relies on TRL passing dataset columns and `log_metric` to reward functions;
 * `DynamicSampling` (through `GRPOCurriculum.trainer_class`) overrides
   `GRPOTrainer._generate_and_score_completions(inputs)` to hand it refilled rows, and `_generate(prompts)`
@@ -89,6 +93,16 @@ def trainer_resume_position(global_step: int, batches_per_epoch: int, gradient_a
     """
     updates_per_epoch = max(batches_per_epoch // gradient_accumulation_steps + int(batches_per_epoch % gradient_accumulation_steps > 0), 1)
     return global_step // updates_per_epoch, (global_step % updates_per_epoch) * gradient_accumulation_steps
+
+
+def checkpoint_file(output_dir: str | Path, global_step: int, name: str) -> Path:
+    """The file `name` inside the checkpoint HF writes at `global_step` (`Trainer._save_checkpoint`)."""
+    return Path(output_dir) / f"checkpoint-{global_step}" / name
+
+
+def log_train_metric(trainer: Any, name: str, value: float) -> None:
+    """Log `value` under `name` with the trainer's next training log entry (averaged over the steps it covers)."""
+    trainer._metrics["train"][name].append(value)
 
 
 class ScoreFeedback(RewardWrapper):
@@ -375,8 +389,7 @@ class CurriculumCallback(TrainerCallback):
 
     @staticmethod
     def _state_path(args: Any, state: Any) -> Path:
-        """Where HF puts the checkpoint of this step (`Trainer._save_checkpoint`), and the state in it."""
-        return Path(args.output_dir) / f"checkpoint-{state.global_step}" / STATE_FILE
+        return checkpoint_file(args.output_dir, state.global_step, STATE_FILE)
 
     def _read_csv(self) -> list[dict[str, str]]:
         if not self.csv_path.is_file():

@@ -13,7 +13,7 @@ import trl
 from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import RepeatSampler
 
-from stages.curriculum.trl_wiring import grpo_layout, trainer_resume_position
+from stages.curriculum.trl_wiring import checkpoint_file, grpo_layout, trainer_resume_position
 
 CHECKED_WITH = "1.16.0"
 
@@ -60,6 +60,25 @@ def test_checkpoints_are_written_where_the_callback_looks():
 
     assert PREFIX_CHECKPOINT_DIR == "checkpoint"
     assert 'f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"' in inspect.getsource(Trainer._save_checkpoint)
+    assert checkpoint_file("out", 7, "state.npz").as_posix() == "out/checkpoint-7/state.npz"
+
+
+def test_on_step_end_runs_after_the_optimizer_step_and_before_the_checkpoint_save():
+    """The callbacks write their state (and relift takes its SFT step) in `on_step_end`: the optimizer has
+    stepped and zeroed its gradients, and the checkpoint of this step is not written yet."""
+    from transformers import Trainer
+
+    loop = inspect.getsource(Trainer._run_epoch)
+    order = [loop.index(text) for text in ("self.optimizer.step()", "model.zero_grad()", "self.state.global_step += 1",
+                                           "self.callback_handler.on_step_end(", "self._maybe_log_save_evaluate(")]
+    assert order == sorted(order)
+
+
+def test_metrics_appended_to_the_trainers_train_metrics_are_averaged_into_the_next_log():
+    """`log_train_metric` (relift's SFT steps) appends to `_metrics["train"]`, which `log` averages and clears."""
+    assert 'self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}' in inspect.getsource(GRPOTrainer.__init__)
+    log = inspect.getsource(GRPOTrainer.log)
+    assert "for key, val in self._metrics[mode].items():" in log and "self._metrics[mode].clear()" in log
 
 
 def test_dynamic_sampling_hands_trl_its_generations_through_generate():

@@ -1,0 +1,164 @@
+"""ReLIFT against plain GRPO from an SFT start that never saw the hard levels.
+
+    OMP_NUM_THREADS=1 python -m bench.relift --seeds 0          # one seed; cached runs are reused
+    OMP_NUM_THREADS=1 python -m bench.relift --seeds 0 1 2
+
+From the repository root. Each step is cached, so an interrupted bench resumes:
+
+1. **The SFT start**, trained once with `gradus run` into `<work-dir>/sft`: the quickstart's `sft` stage
+   (examples/quickstart.yaml) on levels 1-3 only, SFT_STEPS steps (not 500: on a shared 2-core machine a
+   step takes 2 s). Its weights' hash keys every result.
+2. **GRPO runs**, one per (arm, seed): a one-stage manifest, the quickstart's `grpo` args without its
+   curriculum (TRL's shuffle), `max_steps` STEPS on a pool of 600 prompts of levels 1-6, seed = the
+   manifest seed. Arms: `grpo` (plain) and `relift` (the same plus the `relift:` block RELIFT, whose
+   demonstrations are the pool's `completion` column, the worked solutions SFT trains on).
+3. **Held-out accuracy** of the final model: greedy `math_accuracy` on levels 1-6 x 50 test problems
+   (bench/curriculum.py's balanced held-out set and evaluator), per level; and of the start.
+
+Each run lands in bench/relift_results/runs/<arm>_seed<n>.json (held-out accuracy, ReLIFT's summary from
+the stage metrics: SFT steps, demonstrations used and their share of the pool, which is what SFT on all of
+them would take); checkpoints are deleted. `table.md` is rebuilt from whatever runs exist: per arm the
+seed-mean per-level accuracy, and relift minus grpo per seed on levels 1-3 and 4-6.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from bench.curriculum import QUICKSTART, REGIMES, Evaluator, gradus_run, key_of, quickstart_stage, write_json
+
+STEPS = 100
+SFT_STEPS = 300
+POOL = {"split": "train", "levels": list(range(1, 7)), "num_examples": 600, "seed": 1}
+SFT_LEVELS = [1, 2, 3]
+RELIFT = {"sft_batch_size": 8, "learning_rate": 1.0e-3}
+ARMS = ("grpo", "relift")
+HELD_OUT = "balanced"  # bench/curriculum.py's regime whose held-out set is levels 1-6 x 50 (test split)
+EASY, HARD = ("1", "2", "3"), ("4", "5", "6")
+
+
+class Bench:
+    def __init__(self, options: argparse.Namespace) -> None:
+        self.work, self.out = Path(options.work_dir), Path(options.out)
+        self.sft_model = self.train_sft_start()
+        self.sft_hash = hashlib.sha256((self.sft_model / "model.safetensors").read_bytes()).hexdigest()[:16]
+        self.evaluator = Evaluator(HELD_OUT, str(self.sft_model))
+
+    def train_sft_start(self) -> Path:
+        run_dir = self.work / "sft"
+        if not (run_dir / "sft" / "done.json").is_file():
+            quickstart = yaml.safe_load(QUICKSTART.read_text())
+            stage = quickstart_stage("sft")
+            stage["data"] = {key: value for key, value in stage["data"].items() if key != "level_weights"} | {"levels": SFT_LEVELS}
+            stage["args"]["max_steps"] = SFT_STEPS
+            print(f"training the SFT start (the quickstart's sft stage on levels {SFT_LEVELS}, {SFT_STEPS} steps)", flush=True)
+            gradus_run({"run_dir": str(run_dir), "seed": quickstart["seed"], "base_model": quickstart["base_model"],
+                        "decontamination": {"enabled": False}, "stages": [stage]}, run_dir / "manifest.yaml")
+        return run_dir / "sft" / "model"
+
+    def manifest(self, arm: str, seed: int) -> dict[str, Any]:
+        stage = quickstart_stage("grpo")
+        stage.pop("curriculum")
+        stage["model"] = "base"
+        stage["data"] = {"recipe": "synthetic_arithmetic", **POOL}
+        stage["args"] |= {"max_steps": STEPS, "save_steps": STEPS, "logging_steps": 1}
+        if arm == "relift":
+            stage["relift"] = RELIFT
+        return {"run_dir": str(self.work / f"{arm}_seed{seed}"), "seed": seed, "base_model": str(self.sft_model.resolve()),
+                "decontamination": {"enabled": False}, "stages": [stage]}
+
+    def run(self, arm: str, seed: int) -> dict[str, Any]:
+        manifest = self.manifest(arm, seed)
+        key = key_of({"sft": self.sft_hash, "stage": manifest["stages"][0], "seed": seed})
+        path = self.out / "runs" / f"{arm}_seed{seed}.json"
+        if path.is_file() and json.loads(path.read_text())["key"] == key:
+            return json.loads(path.read_text())
+        print(f"running {arm} seed {seed}", flush=True)
+        run_dir = Path(manifest["run_dir"])
+        cpu_before = os.times()
+        wall = gradus_run(manifest, run_dir / "manifest.yaml")
+        cpu_after = os.times()
+        metrics = json.loads((run_dir / "grpo" / "metrics.json").read_text())
+        result = {
+            "key": key, "arm": arm, "seed": seed, "sft": self.sft_hash, "relift_block": manifest["stages"][0].get("relift"),
+            "wall_seconds": round(wall, 1),
+            "cpu_seconds": round(cpu_after.children_user + cpu_after.children_system - cpu_before.children_user - cpu_before.children_system, 1),
+            "held_out": self.evaluator(run_dir / "grpo" / "model"), "relift": metrics.get("relift"),
+            "pool_size": POOL["num_examples"], "final_reward": metrics.get("final_reward"),
+        }
+        write_json(path, result)
+        shutil.rmtree(run_dir / "grpo" / "checkpoints", ignore_errors=True)
+        return result
+
+    def start_accuracy(self) -> dict[str, float]:
+        path = self.out / "runs" / "start.json"
+        if path.is_file() and json.loads(path.read_text())["sft"] == self.sft_hash:
+            return json.loads(path.read_text())["held_out"]
+        held_out = self.evaluator(self.sft_model)
+        write_json(path, {"sft": self.sft_hash, "held_out": held_out})
+        return held_out
+
+
+def mean_of(held_out: dict[str, float], levels: tuple[str, ...]) -> float:
+    return float(np.mean([held_out[level] for level in levels]))
+
+
+def markdown(start: dict[str, float], results: list[dict[str, Any]]) -> str:
+    """Per arm, the seed-mean per-level held-out accuracy; then relift - grpo per seed on levels 1-3 and 4-6."""
+    levels = [str(level) for level in range(1, 7)]
+    lines = ["| model | seeds | " + " | ".join(f"L{level}" for level in levels) + " | L1-3 | L4-6 | all | demos used (share of pool) | SFT steps |",
+             "|---|---|" + "---|" * (len(levels) + 5)]
+    lines.append("| SFT start (L1-3) | - | " + " | ".join(f"{start[level]:.2f}" for level in levels)
+                 + f" | {mean_of(start, EASY):.3f} | {mean_of(start, HARD):.3f} | {start['mean']:.3f} | - | - |")
+    for arm in ARMS:
+        runs = [run for run in results if run["arm"] == arm]
+        if not runs:
+            continue
+        mean = {key: float(np.mean([run["held_out"][key] for run in runs])) for key in [*levels, "mean"]}
+        demos = "-"
+        steps = "-"
+        if arm == "relift":
+            used = [run["relift"]["demonstrations_used"] for run in runs]
+            demos = f"{np.mean(used):.0f} ({np.mean([run['relift']['demonstrations_used_share'] for run in runs]):.3f})"
+            steps = f"{np.mean([run['relift']['sft_steps'] for run in runs]):.1f}"
+        lines.append(f"| {arm} | {','.join(str(run['seed']) for run in runs)} | " + " | ".join(f"{mean[level]:.2f}" for level in levels)
+                     + f" | {mean_of(mean, EASY):.3f} | {mean_of(mean, HARD):.3f} | {mean['mean']:.3f} | {demos} | {steps} |")
+    lines += ["", "| seed | relift - grpo, L1-3 | relift - grpo, L4-6 |", "|---|---|---|"]
+    by_key = {(run["arm"], run["seed"]): run for run in results}
+    for seed in sorted({run["seed"] for run in results}):
+        if ("grpo", seed) in by_key and ("relift", seed) in by_key:
+            plain, relift = by_key["grpo", seed]["held_out"], by_key["relift", seed]["held_out"]
+            lines.append(f"| {seed} | {mean_of(relift, EASY) - mean_of(plain, EASY):+.3f} | {mean_of(relift, HARD) - mean_of(plain, HARD):+.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--work-dir", default="runs/bench_relift")
+    parser.add_argument("--out", default="bench/relift_results")
+    options = parser.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    bench = Bench(options)
+    start = bench.start_accuracy()
+    for seed in options.seeds:
+        for arm in ARMS:
+            bench.run(arm, seed)
+    results = [json.loads(path.read_text()) for path in sorted((bench.out / "runs").glob("*_seed*.json"))]
+    results = [run for run in results if run["sft"] == bench.sft_hash]
+    table = markdown(start, results)
+    (bench.out / "table.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,284 @@
+"""ReLIFT inside the grpo stage: SFT steps on the demonstrations of prompts GRPO cannot solve yet.
+
+A group in which no completion passes carries no advantage (every reward ties at failure): GRPO learns
+nothing from it, however often the prompt comes back. ReLIFT (Ma et al. 2025, ../shared/research/papers.md)
+puts such prompts in a hard buffer and, once it holds a batch, takes a supervised step on their
+demonstrations (the data's worked solutions), so the model learns what it could not discover. Only the
+demonstrations of failed prompts are used: the share of the data they make up is what ReLIFT saves
+against SFT on all of it, and is logged.
+
+How it fits TRL (the couplings are pinned in tests/curriculum/test_trl_contract.py):
+
+* `FailedGroups` wraps the signal reward as `ScoreFeedback` does: TRL calls it on every rank with that
+  rank's rows; on training batches (they carry the `relift_index` column) it all-gathers (row, score)
+  pairs, so every rank sees the whole generation batch and records the same failed prompts in the same
+  order: the buffers of all ranks stay identical without any other exchange.
+* `ReliftCallback.on_step_end` runs after HF's optimizer step and before its checkpoint save. It takes
+  the SFT step there, with the trainer's own (DDP-wrapped) model and optimizer, then writes the buffer
+  and counters into the checkpoint when HF is about to save one. Using the trainer's optimizer means its
+  state and the weights in every checkpoint already include the SFT steps, so a resume is exact with no
+  second optimizer to save, and no second set of Adam moments to hold in memory; the price is that
+  GRPO's and SFT's gradients share those moments, as in the paper's interleaving. The learning rate
+  scheduler is not stepped by SFT steps (GRPO's schedule stays as configured).
+* Every rank takes every SFT step, each on its share of the batch (so DDP's gradient all-reduce
+  matches), and the loss is the mean cross-entropy over demonstration tokens only (the prompt's are masked).
+
+Supported: one process or DDP, in fp32 or bf16. DeepSpeed and fp16 are refused: their backward passes
+step or scale inside accelerate in ways this step does not replay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate.utils import gather_object
+from transformers import TrainerCallback
+
+from rewards.wrapping import RewardWrapper, Script
+from stages.arguments import RELIFT_INDEX_COLUMN, ReliftArgs
+from stages.curriculum.trl_wiring import checkpoint_file, log_train_metric
+
+STATE_FILE = "relift_state.npz"
+
+
+@dataclass
+class HardBuffer:
+    """The prompts waiting for an SFT step (oldest first, no repeats) and what ReLIFT has done so far."""
+
+    num_prompts: int
+    pass_threshold: float
+    waiting: list[int] = field(default_factory=list)
+    used: np.ndarray = field(init=False)  # per prompt: its demonstration was trained on at least once
+    counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(("groups_seen", "groups_failed", "sft_steps", "demonstrations_trained"), 0))
+    last_sft_loss: float = math.nan
+
+    def __post_init__(self) -> None:
+        self.used = np.zeros(self.num_prompts, bool)
+
+    def record(self, prompt_indices: list[int], scores: list[float]) -> None:
+        """One generation batch (every rank's rows, in gathered order): each prompt whose scored completions
+        all fall below `pass_threshold` joins the buffer unless already in it. Unscored (NaN) completions
+        count for nothing; a group with none scored is not called failed."""
+        groups: dict[int, list[float]] = {}
+        for index, score in zip(prompt_indices, scores, strict=True):
+            groups.setdefault(index, []).append(score)
+        waiting = set(self.waiting)
+        for index, group in groups.items():
+            scored = [score for score in group if not math.isnan(score)]
+            if not scored:
+                continue
+            self.counters["groups_seen"] += 1
+            if max(scored) < self.pass_threshold:
+                self.counters["groups_failed"] += 1
+                if index not in waiting:
+                    self.waiting.append(index)
+                    waiting.add(index)
+
+    def take(self, count: int) -> list[int]:
+        """The oldest `count` waiting prompts, out of the buffer and marked used."""
+        taken, self.waiting = self.waiting[:count], self.waiting[count:]
+        self.used[taken] = True
+        self.counters["demonstrations_trained"] += len(taken)
+        return taken
+
+    @property
+    def used_share(self) -> float:
+        """Distinct demonstrations trained on, as a share of all of them (what SFT on the whole data takes)."""
+        return float(self.used.mean())
+
+    def log_values(self) -> dict[str, float]:
+        values = {"relift/buffer_size": float(len(self.waiting)), "relift/sft_steps": float(self.counters["sft_steps"]),
+                  "relift/demonstrations_used_share": self.used_share}
+        return values | ({} if math.isnan(self.last_sft_loss) else {"relift/sft_loss": self.last_sft_loss})
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {
+            "identity": np.array(json.dumps({"num_prompts": self.num_prompts, "pass_threshold": self.pass_threshold})),
+            "waiting": np.array(self.waiting, np.int64), "used": self.used,
+            "counters": np.array(json.dumps(self.counters)), "last_sft_loss": np.array(self.last_sft_loss),
+        }
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        identity = {"num_prompts": self.num_prompts, "pass_threshold": self.pass_threshold}
+        if json.loads(str(state["identity"])) != identity:
+            raise ValueError(f"relift state is for another buffer: saved {str(state['identity'])}, this one {identity}")
+        self.waiting = [int(index) for index in state["waiting"]]
+        self.used = np.array(state["used"], bool)
+        self.counters = json.loads(str(state["counters"]))
+        self.last_sft_loss = float(state["last_sft_loss"])
+
+    def digest(self) -> str:
+        """A hash of the whole state: equal on two ranks exactly when their buffers and counters are."""
+        hasher = hashlib.sha256()
+        for key, value in sorted(self.state_dict().items()):
+            hasher.update(key.encode())
+            hasher.update(np.ascontiguousarray(value).tobytes())
+        return hasher.hexdigest()[:16]
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(path.name + ".tmp.npz")
+        np.savez(temporary, **self.state_dict())
+        os.replace(temporary, path)
+
+    def load(self, path: Path) -> None:
+        with np.load(path, allow_pickle=False) as state:
+            self.load_state_dict(dict(state))
+
+
+class FailedGroups(RewardWrapper):
+    """The signal reward, scoring exactly as it does, reporting every training batch's groups to the buffer
+    (gathered from all ranks; eval batches, which lack the `relift_index` column, are not reported)."""
+
+    def __init__(self, reward_fn: Callable[..., list[float | None]], buffer: HardBuffer) -> None:
+        super().__init__(reward_fn)
+        self.buffer = buffer
+
+    def script(self, prompts: list, completions: list, **columns: Any) -> Script:
+        prompt_indices = columns.pop(RELIFT_INDEX_COLUMN, None)
+        scores = yield {"prompts": prompts, "completions": completions, **columns}
+        if prompt_indices is not None:
+            pairs = gather_object([(int(index), math.nan if score is None else float(score)) for index, score in zip(prompt_indices, scores, strict=True)])
+            self.buffer.record([index for index, _ in pairs], [score for _, score in pairs])
+        return scores
+
+
+def tokenize_demonstration(tokenizer: Any, prompt: Any, demonstration: Any, max_length: int) -> tuple[list[int], int]:
+    """(token ids of prompt + demonstration + EOS, number of prompt tokens), as TRL tokenises them: a
+    plain prompt as text (what GRPO generates from) with the demonstration after it (SFTTrainer's
+    prompt-completion rows), a conversational one through the chat template."""
+    if isinstance(prompt, str):
+        prompt_ids = tokenizer(text=prompt)["input_ids"]
+        ids = tokenizer(text=prompt + demonstration)["input_ids"]
+    else:
+        prompt_ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+        ids = tokenizer.apply_chat_template(prompt + demonstration, tokenize=True, return_dict=True)["input_ids"]
+    if tokenizer.eos_token_id is not None and ids[-1] != tokenizer.eos_token_id:
+        ids = ids + [tokenizer.eos_token_id]
+    return ids[:max_length], len(prompt_ids)
+
+
+def demonstration_batch(tokenizer: Any, rows: list[dict[str, Any]], column: str, max_length: int) -> dict[str, torch.Tensor]:
+    """Right-padded input ids, attention mask and labels (-100 on prompt and padding) for these rows."""
+    encoded = [tokenize_demonstration(tokenizer, row["prompt"], row[column], max_length) for row in rows]
+    width = max(len(ids) for ids, _ in encoded)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for row, (ids, prompt_length) in enumerate(encoded):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention[row, : len(ids)] = 1
+        labels[row, prompt_length : len(ids)] = torch.tensor(ids[prompt_length:], dtype=torch.long)
+    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+
+
+class ReliftCallback(TrainerCallback):
+    """Takes the SFT steps, keeps the buffer in every checkpoint (restoring it on resume) and logs it.
+
+    `trainer` is set once the trainer exists (`GRPORelift.attach`). Every rank runs `on_step_end` at the
+    same step with the same buffer, so every rank takes the same SFT steps."""
+
+    def __init__(self, args: ReliftArgs, buffer: HardBuffer, dataset: Any) -> None:
+        self.args, self.buffer, self.dataset = args, buffer, dataset
+        self.trainer: Any = None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step > 0:
+            path = checkpoint_file(args.output_dir, state.global_step, STATE_FILE)
+            if not path.is_file():
+                raise FileNotFoundError(f"resuming at step {state.global_step}, but {path} is missing: the checkpoint has no relift state")
+            self.buffer.load(path)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step % self.args.every_n_steps == 0 and len(self.buffer.waiting) >= self.args.sft_batch_size:
+            self.buffer.last_sft_loss = self.sft_step(self.buffer.take(self.args.sft_batch_size))
+            self.buffer.counters["sft_steps"] += 1
+        for name, value in self.buffer.log_values().items():
+            log_train_metric(self.trainer, name, value)
+        if control.should_save and state.is_world_process_zero:
+            self.buffer.save(checkpoint_file(args.output_dir, state.global_step, STATE_FILE))
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """A save decided after `on_step_end` (`save_strategy: best`) gets the state here."""
+        path = checkpoint_file(args.output_dir, state.global_step, STATE_FILE)
+        if state.is_world_process_zero and not path.is_file():
+            self.buffer.save(path)
+
+    def sft_step(self, indices: list[int]) -> float:
+        """One optimizer step of the trainer's optimizer on these rows' demonstrations (this rank's share);
+        returns the loss averaged over the ranks."""
+        trainer = self.trainer
+        accelerator = trainer.accelerator
+        mine = indices[accelerator.process_index :: accelerator.num_processes]
+        batch = demonstration_batch(trainer.processing_class, [self.dataset[index] for index in mine], self.args.demonstration_column, self.args.max_length)
+        batch = {key: value.to(accelerator.device) for key, value in batch.items()}
+        optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)  # accelerate's wrapper steps only at sync points
+        learning_rates = [group["lr"] for group in optimizer.param_groups]
+        if self.args.learning_rate is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = self.args.learning_rate
+        try:
+            with accelerator.autocast():
+                loss = trainer.model_wrapped(**batch, use_cache=False).loss
+            loss.backward()  # through the DDP wrapper: gradients are all-reduced like GRPO's
+            if trainer.args.max_grad_norm and trainer.args.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), trainer.args.max_grad_norm)
+            optimizer.step()
+        finally:
+            for group, rate in zip(optimizer.param_groups, learning_rates, strict=True):
+                group["lr"] = rate
+            trainer.model.zero_grad(set_to_none=True)
+        return float(accelerator.reduce(loss.detach(), reduction="mean"))
+
+
+@dataclass
+class GRPORelift:
+    """What a grpo stage swaps in for `relift:`: the data with its `relift_index` column, the rewards with
+    the signal one wrapped, the buffer and the callback."""
+
+    args: ReliftArgs
+    buffer: HardBuffer
+    train_dataset: Any
+    rewards: list[Callable]
+    callback: ReliftCallback
+
+    @classmethod
+    def build(cls, spec: ReliftArgs | dict[str, Any], grpo_args: Any, train_dataset: Any, rewards: list[Callable]) -> GRPORelift:
+        args = ReliftArgs.model_validate(spec)
+        if grpo_args.remove_unused_columns:
+            raise ValueError("args.remove_unused_columns: relift needs false (its reward reads the relift_index column)")
+        if grpo_args.fp16 or grpo_args.deepspeed:
+            raise ValueError("relift supports fp32 and bf16 training on one process or DDP, not fp16 or DeepSpeed")
+        if args.sft_batch_size % grpo_args.world_size:
+            raise ValueError(f"relift.sft_batch_size {args.sft_batch_size} must be a multiple of the {grpo_args.world_size} processes")
+        names = [reward.__name__ for reward in rewards]
+        signal = args.signal_reward or names[0]
+        if signal not in names:
+            raise ValueError(f"relift signal_reward {signal!r} is not one of the stage's rewards: {', '.join(names)}")
+        buffer = HardBuffer(len(train_dataset), args.pass_threshold)
+        wrapped = [FailedGroups(reward, buffer) if reward.__name__ == signal else reward for reward in rewards]
+        indexed = train_dataset.add_column(RELIFT_INDEX_COLUMN, np.arange(len(train_dataset)))
+        return cls(args, buffer, indexed, wrapped, ReliftCallback(args, buffer, indexed))
+
+    def attach(self, trainer: Any) -> None:
+        """Give the callback the trainer whose model and optimizer its SFT steps use."""
+        self.callback.trainer = trainer
+
+    def summary(self) -> dict[str, Any]:
+        """For the stage metrics: what ReLIFT did, and each rank's state digest (all equal, or a bug)."""
+        return {
+            **self.buffer.counters, "buffer_size": len(self.buffer.waiting), "demonstrations_used": int(self.buffer.used.sum()),
+            "demonstrations_used_share": round(self.buffer.used_share, 4),
+            "final_sft_loss": None if math.isnan(self.buffer.last_sft_loss) else round(self.buffer.last_sft_loss, 4),
+            "state_digest_per_rank": gather_object([self.buffer.digest()]),
+        }

@@ -1,0 +1,59 @@
+"""The `relift:` block as `gradus plan` sees it, and the demonstration batch its SFT steps train on."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.manifest import ManifestError, load_manifest
+from stages.models import build_tokenizer
+from stages.relift import HardBuffer, demonstration_batch
+from tests.conftest import TINY_MODEL, write_manifest
+
+
+def manifest_with(tmp_path, relift: dict, kind: str = "grpo") -> object:
+    stage = {
+        "name": "rl", "kind": kind,
+        "data": {"recipe": "synthetic_arithmetic", "levels": [1, 2, 3], "num_examples": 30},
+        "rewards": [{"name": "math_accuracy"}],
+        "relift": relift,
+    }
+    return write_manifest(tmp_path / "m.yaml", {"run_dir": str(tmp_path / "run"), "base_model": TINY_MODEL, "stages": [stage]})
+
+
+def test_a_valid_block_passes_the_plan(tmp_path):
+    assert load_manifest(manifest_with(tmp_path, {"sft_batch_size": 8, "every_n_steps": 2})).stages[0].relift == {"sft_batch_size": 8, "every_n_steps": 2}
+
+
+@pytest.mark.parametrize(
+    "relift, kind, message",
+    [
+        ({"demonstration_column": "solution"}, "grpo", "field 'relift.demonstration_column': 'solution' is not a column of the data; it has"),
+        ({"signal_reward": "math_acuracy"}, "grpo", "field 'relift.signal_reward': 'math_acuracy' is not one of the stage's rewards"),
+        ({"sft_batch_sise": 8}, "grpo", "field 'relift.sft_batch_sise': extra inputs are not permitted (did you mean 'sft_batch_size'?)"),
+        ({"every_n_steps": 0}, "grpo", "field 'relift.every_n_steps': input should be greater than or equal to 1"),
+        ({}, "sft", "field 'relift': sft stages take no relift block"),
+    ],
+)
+def test_mistakes_are_one_line_errors_naming_the_field(tmp_path, relift, kind, message):
+    with pytest.raises(ManifestError) as error:
+        load_manifest(manifest_with(tmp_path, relift, kind))
+    assert message.lower() in str(error.value).lower() and "\n" not in str(error.value)
+
+
+def test_the_loss_falls_on_the_demonstration_and_its_eos_only():
+    tokenizer = build_tokenizer("llama")  # the tiny model's character tokenizer
+    batch = demonstration_batch(tokenizer, [{"prompt": "1+2=", "sol": "3"}, {"prompt": "10+20=", "sol": "30"}], "sol", max_length=64)
+    for row, (prompt, solution) in enumerate([("1+2=", "3"), ("10+20=", "30")]):
+        prompt_length, length = len(tokenizer(text=prompt)["input_ids"]), int(batch["attention_mask"][row].sum())
+        labels = batch["labels"][row]
+        assert (labels[:prompt_length] == -100).all() and (labels[length:] == -100).all()
+        assert labels[prompt_length:length].tolist() == tokenizer(text=prompt + solution)["input_ids"][prompt_length:] + [tokenizer.eos_token_id]
+
+
+def test_a_group_fails_only_when_none_of_its_scored_completions_passes():
+    buffer = HardBuffer(num_prompts=5, pass_threshold=0.5)
+    buffer.record([0, 0, 1, 1, 2, 2, 3, 3], [0.0, 0.0, 0.0, 1.0, float("nan"), 0.0, float("nan"), float("nan")])
+    buffer.record([4, 4, 0, 0], [0.2, 0.4, 0.0, 0.0])  # 0 is already waiting: not queued twice
+    assert buffer.waiting == [0, 2, 4] and buffer.counters["groups_failed"] == 4 and buffer.counters["groups_seen"] == 5
+    assert buffer.take(2) == [0, 2] and buffer.waiting == [4] and buffer.used_share == pytest.approx(2 / 5)
+
