@@ -179,10 +179,11 @@ def suggest(word: str, choices: Any) -> str:
 
 
 def _registry() -> dict[str, Recipe]:
-    from data_recipes import math_sets, prm_formats, synthetic
+    from data_recipes import accepted_samples, math_sets, prm_formats, synthetic
 
     recipes = [
         synthetic.RECIPE,
+        accepted_samples.RECIPE,
         *math_sets.RECIPES,
         *prm_formats.RECIPES,
         Recipe("jsonl", JsonlOptions, _jsonl_columns, _jsonl_identity, _jsonl_load),

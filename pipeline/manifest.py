@@ -18,7 +18,7 @@ import dataclasses
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, Sequence, TypeVar
+from typing import Any, Literal, Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
@@ -27,8 +27,9 @@ import data_recipes
 import launch
 import rewards
 from data_recipes import suggest
+from data_recipes.accepted_samples import NAME as ACCEPTED_SAMPLES_RECIPE
 from stages import arguments
-from stages.arguments import CURRICULUM_KINDS, CurriculumArgs, DataBlock, OnPolicyArgs, ReliftArgs
+from stages.arguments import CURRICULUM_KINDS, CurriculumArgs, DataBlock, OnPolicyArgs
 
 
 class ManifestError(ValueError):
@@ -44,12 +45,13 @@ class KindInfo:
     needs_rewards: bool = False
     output_columns: tuple[str, ...] = ()  # a kind that writes <stage>/dataset: its columns
     needs_columns: tuple[str, ...] = ("prompt",)
+    scored_samples: bool = False  # writes each prompt's completions with their scores (what accepted_samples reads)
 
 
 # `args` of each kind are the fields of these classes, so TRL's own help text documents them.
 KINDS: dict[str, KindInfo] = {
     "sft": KindInfo(produces_model=True),  # args: trl.SFTConfig
-    "eval": KindInfo(produces_model=False, args_class="EvalArgs", needs_columns=("prompt", "answer")),
+    "eval": KindInfo(produces_model=False, args_class="EvalArgs", needs_columns=("prompt", "answer"), scored_samples=True),
     "grpo": KindInfo(produces_model=True, needs_rewards=True),  # trl.GRPOConfig
     "dpo": KindInfo(produces_model=True, needs_columns=("prompt", "chosen", "rejected")),  # trl.DPOConfig
     "prm_label": KindInfo(
@@ -58,12 +60,14 @@ KINDS: dict[str, KindInfo] = {
     ),
     "prm": KindInfo(produces_model=True, needs_columns=("prompt", "steps", "labels")),  # stages.prm.PRMConfig
     "difficulty": KindInfo(
-        produces_model=False, args_class="DifficultyArgs", needs_rewards=True, needs_columns=("prompt",),
-        output_columns=("prompt", "answer", "level", "pass_rate", "scores"),  # the pool's own columns pass through too
+        produces_model=False, args_class="DifficultyArgs", needs_rewards=True, needs_columns=("prompt",), scored_samples=True,
+        output_columns=("prompt", "answer", "level", "pass_rate", "scores", "samples"),  # the pool's own columns pass through too
     ),
 }
 # `data: {recipe: stage_output, stage: NAME}` reads the dataset an earlier stage wrote (prm_label's labels).
 STAGE_OUTPUT_RECIPE = "stage_output"
+# Recipes that read an earlier stage's output: the planner adds its `path`, the fingerprint its producer's.
+STAGE_READING_RECIPES = (STAGE_OUTPUT_RECIPE, ACCEPTED_SAMPLES_RECIPE)
 TRAINING_KINDS = {kind for kind, info in KINDS.items() if info.produces_model}
 
 # Fields gradus sets itself; a manifest that sets them would silently fight the runner.
@@ -133,7 +137,6 @@ class StageSpec(BaseModel):
     rewards: list[RewardSpec] = []
     on_policy: OnPolicyArgs | None = None
     curriculum: dict[str, Any] | None = None
-    relift: dict[str, Any] | None = None
     launch: LaunchSpec = LaunchSpec()
 
     @field_validator("kind")
@@ -209,7 +212,6 @@ def load_manifest(path: str | Path, overrides: Sequence[str] = ()) -> Manifest:
         _check_args(stage)
         _check_rewards(stage, columns, earlier, all_names)
         _check_curriculum(stage, columns)
-        _check_relift(stage, columns)
         earlier[stage.name] = stage
     _check_decontamination_order(manifest)
     return manifest
@@ -269,12 +271,8 @@ def _check_data(stage: StageSpec, earlier: dict[str, StageSpec]) -> set[str]:
         spec = getattr(stage, field)
         if spec is None:
             continue
-        options = spec.model_extra or {}
         try:
-            if spec.recipe == STAGE_OUTPUT_RECIPE:
-                columns = set(_stage_output_columns(options, earlier))
-            else:
-                columns = set(data_recipes.columns(spec.recipe, options))
+            columns = _recipe_columns(spec, earlier)
         except (data_recipes.RecipeError, ValueError) as error:
             raise ManifestError(f"stage {stage.name!r}: field '{field}': {error}") from None
         missing = _missing_columns(stage, columns, field)
@@ -283,20 +281,60 @@ def _check_data(stage: StageSpec, earlier: dict[str, StageSpec]) -> set[str]:
                 f"stage {stage.name!r}: field '{field}': recipe {spec.recipe!r} gives no column {missing}; "
                 f"it has {', '.join(sorted(columns))}"
             )
-        found[field] = columns
+        found[field] = columns if spec.replay is None else _check_replay(stage, field, columns, earlier)
     return found["data"]
 
 
+def _recipe_columns(spec: DataBlock, earlier: dict[str, StageSpec]) -> set[str]:
+    """The columns a data block's recipe gives (a replay aside); an earlier stage it reads must be one that writes what it reads."""
+    options = spec.model_extra or {}
+    if spec.recipe == STAGE_OUTPUT_RECIPE:
+        return set(_stage_output_columns(options, earlier))
+    if spec.recipe == ACCEPTED_SAMPLES_RECIPE:
+        _producer(options.get("stage"), earlier, "scored_samples", "scored samples (difficulty and eval stages write them)")
+    return set(data_recipes.columns(spec.recipe, options))
+
+
+def _producer(name: Any, earlier: dict[str, StageSpec], writes: str, what: str) -> StageSpec:
+    """The earlier stage `name`, whose kind's `writes` (a KindInfo field) says it writes `what`."""
+    producers = [stage_name for stage_name, stage in earlier.items() if getattr(KINDS[stage.kind], writes)]
+    if name not in earlier:
+        raise ValueError(f"no earlier stage named {name!r}{suggest(str(name), producers)}; stages with {what}: {', '.join(producers) or 'none'}")
+    if name not in producers:
+        raise ValueError(f"stage {name!r} is a {earlier[name].kind} stage and writes no {what}")
+    return earlier[name]
+
+
 def _stage_output_columns(options: dict[str, Any], earlier: dict[str, StageSpec]) -> tuple[str, ...]:
-    name = options.get("stage")
     if set(options) != {"stage"}:
         raise ValueError(f"recipe {STAGE_OUTPUT_RECIPE!r} takes one option, stage (the name of an earlier stage)")
-    producers = [stage_name for stage_name, stage in earlier.items() if KINDS[stage.kind].output_columns]
-    if name not in earlier:
-        raise ValueError(f"no earlier stage named {name!r}{suggest(str(name), producers)}; stages with a dataset: {', '.join(producers) or 'none'}")
-    if name not in producers:
-        raise ValueError(f"stage {name!r} is a {earlier[name].kind} stage and writes no dataset")
-    return KINDS[earlier[name].kind].output_columns
+    return KINDS[_producer(options.get("stage"), earlier, "output_columns", "a dataset").kind].output_columns
+
+
+def _check_replay(stage: StageSpec, field: str, columns: set[str], earlier: dict[str, StageSpec]) -> set[str]:
+    """A replay mixes an earlier training stage's data into a training stage's `data`; the columns both
+    share are what the stage trains on, and must still be what its kind needs. Returns them."""
+    replay = getattr(stage, field).replay
+    where = f"stage {stage.name!r}: field '{field}.replay"
+    if field != "data" or stage.kind not in TRAINING_KINDS:
+        raise ManifestError(f"{where}': replay mixes earlier training data into the data a training stage trains on; "
+                            f"a {stage.kind} stage's {field} takes none")
+    if replay.data is not None:
+        raise ManifestError(f"{where}.data': set by gradus (the replayed stage's resolved data block)")
+    sources = [name for name, spec in earlier.items() if spec.kind in TRAINING_KINDS and spec.on_policy is None]
+    if replay.stage not in earlier:
+        raise ManifestError(f"{where}.stage': no earlier stage named {replay.stage!r}{suggest(replay.stage, sources)}; "
+                            f"stages with training data: {', '.join(sources) or 'none'}")
+    source = earlier[replay.stage]
+    if replay.stage not in sources:
+        why = "its pairs are sampled as it trains" if source.kind in TRAINING_KINDS else "it trains on nothing"
+        raise ManifestError(f"{where}.stage': stage {replay.stage!r} is a {source.kind} stage with no training data to replay ({why})")
+    shared = columns & _recipe_columns(source.data, earlier)
+    missing = _missing_columns(stage, shared, field)
+    if missing:
+        raise ManifestError(f"{where}': the data of stage {replay.stage!r} and of this stage share no column {missing}; "
+                            f"they share {', '.join(sorted(shared)) or 'none'}")
+    return shared
 
 
 def _missing_columns(stage: StageSpec, columns: set[str], field: str) -> str | None:
@@ -405,7 +443,13 @@ def _check_curriculum(stage: StageSpec, columns: set[str]) -> None:
     where = f"stage {stage.name!r}: field 'curriculum"
     if stage.kind not in CURRICULUM_KINDS:
         raise ManifestError(f"{where}': {stage.kind} stages take no curriculum (only {', '.join(CURRICULUM_KINDS)})")
-    curriculum = _validated_block(CurriculumArgs, stage.curriculum, where)
+    try:
+        curriculum = CurriculumArgs.model_validate(stage.curriculum)
+    except ValidationError as error:
+        first = error.errors()[0]
+        key = ".".join(str(part) for part in first["loc"])
+        hint = suggest(str(first["loc"][-1]), CurriculumArgs.model_fields) if first["type"] == "extra_forbidden" else ""
+        raise ManifestError(f"{where}.{key}': {first['msg'].removeprefix('Value error, ')}{hint}") from None
     reward_names = [reward.name for reward in stage.rewards]
     if curriculum.signal_reward is not None and curriculum.signal_reward not in reward_names:
         raise ManifestError(
@@ -415,35 +459,6 @@ def _check_curriculum(stage: StageSpec, columns: set[str]) -> None:
     problem = curriculum.check(stage.kind, columns, on_policy=stage.on_policy)
     if problem:
         raise ManifestError(f"{where}': {problem}")
-
-
-def _check_relift(stage: StageSpec, columns: set[str]) -> None:
-    """The `relift:` block (grpo only) is validated by its own schema (stages/arguments.py), against the data's columns and rewards."""
-    if stage.relift is None:
-        return
-    where = f"stage {stage.name!r}: field 'relift"
-    if stage.kind != "grpo":
-        raise ManifestError(f"{where}': {stage.kind} stages take no relift block (only grpo: it replays demonstrations of failed GRPO groups)")
-    relift = _validated_block(ReliftArgs, stage.relift, where)
-    problem = relift.check(columns, [reward.name for reward in stage.rewards])
-    if problem:
-        field, message = problem
-        raise ManifestError(f"{where}.{field}': {message}")
-
-
-BlockModel = TypeVar("BlockModel", bound=BaseModel)
-
-
-def _validated_block(schema: type[BlockModel], raw: dict[str, Any], where: str) -> BlockModel:
-    """A stage's block (`curriculum:`, `relift:`) validated by its schema; the first problem as one line naming
-    the field under `where` (with a suggestion for a misspelt key)."""
-    try:
-        return schema.model_validate(raw)
-    except ValidationError as error:
-        first = error.errors()[0]
-        key = ".".join(str(part) for part in first["loc"])
-        hint = suggest(str(first["loc"][-1]), schema.model_fields) if first["type"] == "extra_forbidden" else ""
-        raise ManifestError(f"{where}.{key}': {first['msg'].removeprefix('Value error, ')}{hint}") from None
 
 
 def _one_of(value: str, known: list[str], what: str) -> str:

@@ -32,8 +32,8 @@ import data_recipes
 import launch
 from data_recipes.decontamination import decontamination_identity
 from rewards.registry import BUILTIN_REWARDS, resolve
-from pipeline.manifest import STAGE_OUTPUT_RECIPE, TRAINING_KINDS, Manifest, StageSpec, TinyModelSpec
-from stages.arguments import CurriculumArgs, ReliftArgs, StageFile
+from pipeline.manifest import STAGE_OUTPUT_RECIPE, STAGE_READING_RECIPES, TRAINING_KINDS, Manifest, StageSpec, TinyModelSpec
+from stages.arguments import CurriculumArgs, DataBlock, StageFile
 
 BASE_MODEL_DIR = "base_model"
 
@@ -115,7 +115,7 @@ def _version(distribution: str) -> str | None:
 def _data_identity(spec: Any, planned: dict[str, "PlannedStage"]) -> dict[str, Any] | None:
     if spec is None:
         return None
-    if spec.recipe == STAGE_OUTPUT_RECIPE:
+    if spec.recipe in STAGE_READING_RECIPES:
         producer = planned[spec.model_extra["stage"]]
         return {"stage": producer.name, "fingerprint": producer.fingerprint}
     return data_recipes.identity(spec.recipe, spec.model_extra or {})
@@ -130,13 +130,25 @@ def world_size(spec: StageSpec) -> int:
 
 
 def _data_block(spec: Any, run_dir: Path) -> dict[str, Any] | None:
-    """The data block as the stage reads it; a stage output becomes the path of its dataset."""
+    """The data block as the stage reads it; a stage output becomes the path of its dataset, the samples
+    `accepted_samples` filters the path of their stage's directory (a replay is `_replay_block`'s)."""
     if spec is None:
         return None
     block = {"recipe": spec.recipe, **_jsonable(spec.model_extra or {})}
     if spec.recipe == STAGE_OUTPUT_RECIPE:
         block["path"] = str(run_dir / block["stage"] / "dataset")
+    elif spec.recipe in STAGE_READING_RECIPES:
+        block["path"] = str(run_dir / block["stage"])
     return block
+
+
+def _replay_block(spec: DataBlock, planned: dict[str, "PlannedStage"]) -> dict[str, Any]:
+    """A `replay` resolved to the replayed stage's data block as that stage reads it (its own replay left
+    out), so the stage process reads only its own stage file."""
+    if spec.replay is None:
+        return {}
+    source = planned[spec.replay.stage].resolved.data
+    return {"replay": {"stage": spec.replay.stage, "fraction": spec.replay.fraction, "data": source.model_dump(mode="json", exclude={"replay"})}}
 
 
 def _reward_block(reward: Any, planned: dict[str, "PlannedStage"]) -> dict[str, Any]:
@@ -148,9 +160,11 @@ def _reward_block(reward: Any, planned: dict[str, "PlannedStage"]) -> dict[str, 
 
 
 def _dependencies(spec: StageSpec, planned: dict[str, "PlannedStage"]) -> list[str]:
-    """Every earlier stage whose output this one reads: its model, a stage_output dataset, a reward's model."""
+    """Every earlier stage whose output this one reads: its model, a stage_output dataset or scored samples,
+    a reward's model; and a replayed stage, whose data (and fingerprint) it reads."""
     names = [spec.model] if spec.model != "base" else []
-    names += [block.model_extra["stage"] for block in (spec.data, spec.eval_data) if block is not None and block.recipe == STAGE_OUTPUT_RECIPE]
+    names += [block.model_extra["stage"] for block in (spec.data, spec.eval_data) if block is not None and block.recipe in STAGE_READING_RECIPES]
+    names += [spec.data.replay.stage] if spec.data.replay is not None else []
     names += [reward.options["model"] for reward in spec.rewards if reward.options.get("model") in planned]
     return list(dict.fromkeys(names))
 
@@ -195,14 +209,13 @@ def make_plan(manifest: Manifest) -> Plan:
             seed=manifest.seed,
             stage_dir=stage_dir,
             model_path=model_path,
-            data=_data_block(spec.data, run_dir),
+            data={**_data_block(spec.data, run_dir), **_replay_block(spec.data, planned)},
             eval_data=_data_block(spec.eval_data, run_dir),
             args=_jsonable(spec.args),
             peft=_jsonable(spec.peft),
             rewards=[_reward_block(reward, planned) for reward in spec.rewards],
             on_policy=spec.on_policy,
             curriculum=CurriculumArgs.model_validate(spec.curriculum) if spec.curriculum is not None else None,
-            relift=ReliftArgs.model_validate(spec.relift) if spec.relift is not None else None,
             decontaminate=decontaminate if spec.kind in TRAINING_KINDS else None,
             num_processes=world_size(spec),
         )

@@ -116,15 +116,52 @@ def load_data(spec: DataBlock) -> Any:
     return data_recipes.load(spec.recipe, spec.options)
 
 
+REPLAY_REPORT = "replay.json"
+
+
+def replay_rows(own_rows: int, source_rows: int, fraction: float, seed: int) -> list[int]:
+    """Which rows of the replayed data to mix in: enough that they are `fraction` of the mixture, drawn
+    without replacement by a generator seeded with `seed` alone, so the same seed draws the same rows."""
+    import random
+
+    wanted = round(own_rows * fraction / (1 - fraction))
+    if wanted > source_rows:
+        raise RuntimeError(f"replay: a fraction of {fraction} of {own_rows} rows needs {wanted} replayed rows; the replayed stage's data has {source_rows}")
+    return random.Random(seed).sample(range(source_rows), wanted)
+
+
+def with_replay(dataset: Any, stage: StageFile) -> Any:
+    """The stage's data with its `replay` share of the replayed stage's data mixed in (the columns both
+    share; the trainer shuffles), and what was drawn written to `replay.json`, which `finish` adds to the
+    metrics."""
+    import datasets
+
+    replay = stage.data.replay
+    source = load_data(replay.data)
+    rows = replay_rows(len(dataset), len(source), replay.fraction, stage.seed)
+    shared = [column for column in dataset.column_names if column in source.column_names]
+    own = dataset.select_columns(shared)
+    drawn = source.select(rows).select_columns(shared).cast(own.features)
+    if is_main_process():
+        stage.stage_dir.mkdir(parents=True, exist_ok=True)
+        write_json(stage.stage_dir / REPLAY_REPORT, {"stage": replay.stage, "fraction": replay.fraction, "own_rows": len(own),
+                                                     "replayed_rows": len(rows), "source_rows": len(source), "seed": stage.seed})
+    log.info("replay: %d rows of stage %r's data mixed into %d", len(rows), replay.stage, len(own))
+    return datasets.concatenate_datasets([own, drawn])
+
+
 def load_training_data(stage: StageFile) -> Any:
-    """The stage's training set, with problems that overlap the manifest's eval sets reported in
-    `decontamination.json` and (by default) removed. Every process computes the same result.
+    """The stage's training set: its data with the `replay` share of an earlier stage's mixed in, then with
+    problems that overlap the manifest's eval sets reported in `decontamination.json` and (by default)
+    removed (replayed rows included). Every process computes the same result.
 
     What is compared is each side's problem text (`data_recipes.decontamination`). A removal of more than
     `max_removed_fraction` of the rows is refused: so large an overlap means the check compared the wrong
     text, or the eval sets are the training data; the stage fails naming the counts rather than train on
     what is left."""
     dataset = load_data(stage.data)
+    if stage.data.replay is not None:
+        dataset = with_replay(dataset, stage)
     check = stage.decontaminate
     if not check:
         return dataset
@@ -307,6 +344,8 @@ def finish(stage: StageFile, metrics: dict[str, Any]) -> None:
     """Write metrics and then the done marker (last, so its presence means everything is there),
     and close the process group cleanly (multi-process DeepSpeed aborts at exit otherwise)."""
     if is_main_process():
+        if stage.data.replay is not None:
+            metrics = {**metrics, "replay": json.loads((stage.stage_dir / REPLAY_REPORT).read_text())}
         write_json(stage.stage_dir / "metrics.json", metrics)
         write_json(stage.stage_dir / "done.json", {"fingerprint": stage.fingerprint})
     import torch.distributed as dist

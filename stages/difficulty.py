@@ -6,6 +6,8 @@ and writes the pool back as `<stage>/dataset` with two columns more:
 
     pass_rate   the fraction of the k completions whose score reaches `pass_threshold`
     scores      the k scores
+    samples     the k completions (texts), so expert iteration (`accepted_samples`) can train on those accepted
+                (not `completions`: GRPO hands data columns to rewards by name, and that one is theirs)
 
 Optionally only prompts whose pass rate lies inside `keep_pass_rate` are kept (open-r1's offline
 0.2-0.8 filter: prompts the model always or never solves give GRPO groups with zero advantage). A later
@@ -44,7 +46,7 @@ def pass_rates(scores: list[float], k: int, threshold: float) -> list[float]:
 def estimate_shard(
     rows: Any, sample: Sampler, tokenizer: Any, reward_fns: list[tuple[str, float, Callable]], args: DifficultyArgs,
 ) -> dict[str, list]:
-    """Sample k completions of each row's prompt and score them: per row its pass rate and k scores.
+    """Sample k completions of each row's prompt and score them: per row its pass rate, k scores and k completions.
 
     The rewards get what on-policy DPO gives them (`stages.dpo.score`): prompts, completions, the
     completions' token ids and every data column, repeated for the k completions of each prompt."""
@@ -55,7 +57,9 @@ def estimate_shard(
     completions = [[{"role": "assistant", "content": text}] for text in texts] if conversational else texts
     completion_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
     scores, _ = weighted_scores(reward_fns, rows, completions, completion_ids, k)
-    return {"pass_rate": pass_rates(scores, k, args.pass_threshold), "scores": [scores[start : start + k] for start in range(0, len(scores), k)]}
+    per_prompt = range(0, len(scores), k)
+    return {"pass_rate": pass_rates(scores, k, args.pass_threshold), "scores": [scores[start : start + k] for start in per_prompt],
+            "samples": [texts[start : start + k] for start in per_prompt]}
 
 
 def summary(pass_rate: list[float], levels: list[Any] | None) -> dict[str, Any]:
@@ -116,10 +120,11 @@ def run(stage: StageFile) -> None:
     shards = common.all_finished_shards(stage, num_shards)
     pass_rate = [rate for payload in shards for rate in payload["pass_rate"]]
     scores = [row for payload in shards for row in payload["scores"]]
+    samples = [row for payload in shards for row in payload["samples"]]
     keep = kept(pass_rate, args.keep_pass_rate)
     if not keep:
         raise RuntimeError(f"difficulty: no prompt's pass rate lies inside keep_pass_rate {args.keep_pass_rate}")
-    rows = [{**pool[index], "pass_rate": pass_rate[index], "scores": scores[index]} for index in keep]
+    rows = [{**pool[index], "pass_rate": pass_rate[index], "scores": scores[index], "samples": samples[index]} for index in keep]
     common.save_dataset(rows, stage.stage_dir / common.DATASET_DIR)
     metrics = {
         "prompts": len(pool),

@@ -69,7 +69,7 @@ def test_pass_rates_a_grpo_curriculum_starts_from_and_a_killed_two_process_run_t
     rows = read_rows(run_dir / "difficulty")
     assert set(KINDS["difficulty"].output_columns) <= set(rows[0]) and len(rows) == 12
     for row in rows:
-        assert len(row["scores"]) == 4 and row["pass_rate"] == sum(row["scores"]) / 4
+        assert len(row["scores"]) == 4 == len(row["samples"]) and row["pass_rate"] == sum(row["scores"]) / 4
         assert row["pass_rate"] == {1: 1.0, 3: 0.0}.get(row["level"], row["pass_rate"])
     metrics = json.loads((run_dir / "difficulty" / "metrics.json").read_text())
     assert metrics["completions"] == 48 and metrics["kept"] == 12 and metrics["shards"] == 6 and metrics["num_processes"] == 1
