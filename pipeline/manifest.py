@@ -18,7 +18,7 @@ import dataclasses
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, Sequence, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
@@ -29,7 +29,7 @@ import rewards
 from data_recipes import suggest
 from data_recipes.accepted_samples import NAME as ACCEPTED_SAMPLES_RECIPE
 from stages import arguments
-from stages.arguments import CURRICULUM_KINDS, CurriculumArgs, DataBlock, OnPolicyArgs
+from stages.arguments import CURRICULUM_KINDS, CurriculumArgs, DataBlock, OnPolicyArgs, ReliftArgs
 
 
 class ManifestError(ValueError):
@@ -137,6 +137,7 @@ class StageSpec(BaseModel):
     rewards: list[RewardSpec] = []
     on_policy: OnPolicyArgs | None = None
     curriculum: dict[str, Any] | None = None
+    relift: dict[str, Any] | None = None
     launch: LaunchSpec = LaunchSpec()
 
     @field_validator("kind")
@@ -212,6 +213,7 @@ def load_manifest(path: str | Path, overrides: Sequence[str] = ()) -> Manifest:
         _check_args(stage)
         _check_rewards(stage, columns, earlier, all_names)
         _check_curriculum(stage, columns)
+        _check_relift(stage, columns)
         earlier[stage.name] = stage
     _check_decontamination_order(manifest)
     return manifest
@@ -443,13 +445,7 @@ def _check_curriculum(stage: StageSpec, columns: set[str]) -> None:
     where = f"stage {stage.name!r}: field 'curriculum"
     if stage.kind not in CURRICULUM_KINDS:
         raise ManifestError(f"{where}': {stage.kind} stages take no curriculum (only {', '.join(CURRICULUM_KINDS)})")
-    try:
-        curriculum = CurriculumArgs.model_validate(stage.curriculum)
-    except ValidationError as error:
-        first = error.errors()[0]
-        key = ".".join(str(part) for part in first["loc"])
-        hint = suggest(str(first["loc"][-1]), CurriculumArgs.model_fields) if first["type"] == "extra_forbidden" else ""
-        raise ManifestError(f"{where}.{key}': {first['msg'].removeprefix('Value error, ')}{hint}") from None
+    curriculum = _validated_block(CurriculumArgs, stage.curriculum, where)
     reward_names = [reward.name for reward in stage.rewards]
     if curriculum.signal_reward is not None and curriculum.signal_reward not in reward_names:
         raise ManifestError(
@@ -459,6 +455,35 @@ def _check_curriculum(stage: StageSpec, columns: set[str]) -> None:
     problem = curriculum.check(stage.kind, columns, on_policy=stage.on_policy)
     if problem:
         raise ManifestError(f"{where}': {problem}")
+
+
+def _check_relift(stage: StageSpec, columns: set[str]) -> None:
+    """The `relift:` block (grpo only) is validated by its own schema (stages/arguments.py), against the data's columns and rewards."""
+    if stage.relift is None:
+        return
+    where = f"stage {stage.name!r}: field 'relift"
+    if stage.kind != "grpo":
+        raise ManifestError(f"{where}': {stage.kind} stages take no relift block (only grpo: it replays demonstrations of failed GRPO groups)")
+    relift = _validated_block(ReliftArgs, stage.relift, where)
+    problem = relift.check(columns, [reward.name for reward in stage.rewards])
+    if problem:
+        field, message = problem
+        raise ManifestError(f"{where}.{field}': {message}")
+
+
+BlockModel = TypeVar("BlockModel", bound=BaseModel)
+
+
+def _validated_block(schema: type[BlockModel], raw: dict[str, Any], where: str) -> BlockModel:
+    """A stage's block (`curriculum:`, `relift:`) validated by its schema; the first problem as one line naming
+    the field under `where` (with a suggestion for a misspelt key)."""
+    try:
+        return schema.model_validate(raw)
+    except ValidationError as error:
+        first = error.errors()[0]
+        key = ".".join(str(part) for part in first["loc"])
+        hint = suggest(str(first["loc"][-1]), schema.model_fields) if first["type"] == "extra_forbidden" else ""
+        raise ManifestError(f"{where}.{key}': {first['msg'].removeprefix('Value error, ')}{hint}") from None
 
 
 def _one_of(value: str, known: list[str], what: str) -> str:

@@ -33,7 +33,7 @@ import launch
 from data_recipes.decontamination import decontamination_identity
 from rewards.registry import BUILTIN_REWARDS, resolve
 from pipeline.manifest import STAGE_OUTPUT_RECIPE, STAGE_READING_RECIPES, TRAINING_KINDS, Manifest, StageSpec, TinyModelSpec
-from stages.arguments import CurriculumArgs, DataBlock, StageFile
+from stages.arguments import CurriculumArgs, DataBlock, ReliftArgs, StageFile
 
 BASE_MODEL_DIR = "base_model"
 
@@ -216,6 +216,7 @@ def make_plan(manifest: Manifest) -> Plan:
             rewards=[_reward_block(reward, planned) for reward in spec.rewards],
             on_policy=spec.on_policy,
             curriculum=CurriculumArgs.model_validate(spec.curriculum) if spec.curriculum is not None else None,
+            relift=ReliftArgs.model_validate(spec.relift) if spec.relift is not None else None,
             decontaminate=decontaminate if spec.kind in TRAINING_KINDS else None,
             num_processes=world_size(spec),
         )

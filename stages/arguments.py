@@ -8,7 +8,7 @@ library, no torch, no TRL (the CLI imports it at start).
 The argument classes play the part `SFTConfig` plays for `sft`: a manifest's `args` for `eval` and
 `prm_label` are checked against their fields and types (and their `__post_init__` checks) before launch,
 and the stage builds one from them. `OnPolicyArgs` and `CurriculumArgs` are the schemas of the
-`on_policy:` and `curriculum:` blocks.
+`on_policy:`, `curriculum:` and `relift:` blocks.
 """
 
 from __future__ import annotations
@@ -310,6 +310,47 @@ class CurriculumArgs(BaseModel):
         return None
 
 
+RELIFT_INDEX_COLUMN = "relift_index"
+"""The column a grpo stage with `relift:` adds to its training data (the row index), so a failed group's
+scores lead back to the row whose demonstration is replayed."""
+
+
+class ReliftArgs(BaseModel):
+    """A grpo stage's `relift:` block (ReLIFT, Ma et al. 2025): prompts whose whole GRPO group fails go to a
+    hard buffer, and once it holds `sft_batch_size` of them the stage takes one SFT step on their
+    demonstrations between GRPO steps, at most one per `every_n_steps` GRPO steps. Implemented in
+    stages/relift.py."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    demonstration_column: str = "completion"
+    """Data column holding each prompt's demonstration (a worked solution): the SFT target after the prompt."""
+    signal_reward: str | None = None
+    """The reward (by its manifest name) that decides whether a completion passed; default: the stage's first."""
+    pass_threshold: float = 0.5
+    """A completion passes when its signal reward is at least this; a group with no pass is a failed group."""
+    sft_batch_size: int = Field(16, ge=1)
+    """Demonstrations per SFT step (across all processes; a multiple of their number): the buffer must
+    hold this many before a step is taken, and the step takes the oldest this many out of it."""
+    every_n_steps: int = Field(1, ge=1)
+    """The buffer is checked after every this many GRPO steps: at most one SFT step per this many."""
+    learning_rate: float | None = Field(None, gt=0)
+    """Learning rate of the SFT step; null: the GRPO step's current one."""
+    max_length: int = Field(512, ge=8)
+    """Prompt + demonstration tokens kept per row (the end of a longer demonstration is cut)."""
+
+    def check(self, columns: Collection[str], reward_names: Collection[str]) -> tuple[str, str] | None:
+        """(field, what is wrong) with this block for a grpo stage whose data has `columns` and rewards
+        `reward_names`, or None."""
+        if self.demonstration_column not in columns:
+            return "demonstration_column", f"{self.demonstration_column!r} is not a column of the data; it has {', '.join(sorted(columns))}"
+        if self.signal_reward is not None and self.signal_reward not in reward_names:
+            return "signal_reward", f"{self.signal_reward!r} is not one of the stage's rewards: {', '.join(reward_names)}"
+        if RELIFT_INDEX_COLUMN in columns:
+            return "demonstration_column", f"the data already has a column {RELIFT_INDEX_COLUMN!r}, which relift adds itself"
+        return None
+
+
 class ReplayBlock(BaseModel):
     """`replay: {stage: NAME, fraction: F}` in a training stage's `data`: a share F of the rows it trains on
     is drawn (seeded by the manifest seed, without replacement) from that earlier stage's training data,
@@ -395,6 +436,7 @@ class StageFile(BaseModel):
     rewards: list[RewardBlock] = []
     on_policy: OnPolicyArgs | None = None
     curriculum: CurriculumArgs | None = None
+    relift: ReliftArgs | None = None
     decontaminate: Decontamination | None = None
     num_processes: int = 1
     """Processes the stage is launched with, across all machines (the world size its batch sizes assume)."""
