@@ -6,8 +6,10 @@
 From the repository root. What it does, each step cached so an interrupted bench resumes:
 
 1. **The SFT start**, trained once: the quickstart's `sft` stage (examples/quickstart.yaml, 500 steps on
-   levels 1-6), run with `gradus run` into `<work-dir>/sft`. Its weights' hash is stamped on every result,
-   and results from another start are never mixed in.
+   levels 1-6), run with `gradus run` into `<work-dir>/sft` and copied to `bench/curriculum_results/sft_start/`
+   (4 MB, committed: another CPU trains other weights from the same manifest, so a later session on another
+   machine can add runs only from the committed start). Its weights' hash is stamped on every result and names
+   the folder of its runs; results from another start are never mixed in.
 2. **Two pools** of synthetic arithmetic prompts (train split), and for each the **offline estimate**:
    `num_samples` completions per prompt from the SFT start, scored by `math_accuracy`
    (`stages.difficulty.estimate_shard`, the `difficulty` stage's own code), giving every prompt a pass rate.
@@ -74,6 +76,7 @@ STEPS, EVAL_EVERY = 150, 25
 CHECKPOINTS = list(range(EVAL_EVERY, STEPS + 1, EVAL_EVERY))
 KEEP_BAND = [0.2, 0.8]  # open-r1's offline filter
 SKEW_GOAL = 0.6  # share of the skewed pool at pass rate 0 or 1
+COMMITTED_START = REPO / "bench" / "curriculum_results" / "sft_start"
 
 
 @dataclass(frozen=True)
@@ -162,13 +165,19 @@ class Bench:
     # -- the shared start and the pools -----------------------------------------------------------
 
     def train_sft_start(self) -> Path:
+        """The committed SFT start (`bench/curriculum_results/sft_start/`), else the quickstart's sft stage trained
+        here and copied there to be committed. The same manifest trains other weights on another CPU (its float
+        kernels differ), so only a committed start lets a later session on another machine add to the runs."""
+        if (COMMITTED_START / "model.safetensors").is_file():
+            return COMMITTED_START
         model = self.work / "sft" / "sft" / "model"
         if not (self.work / "sft" / "sft" / "done.json").is_file():
             quickstart = yaml.safe_load(QUICKSTART.read_text())
             print("training the SFT start (the quickstart's sft stage)", flush=True)
             gradus_run({"run_dir": str(self.work / "sft"), "seed": quickstart["seed"], "base_model": quickstart["base_model"],
                         "decontamination": {"enabled": False}, "stages": [quickstart_stage("sft")]}, self.work / "sft" / "manifest.yaml")
-        return model
+        shutil.copytree(model, COMMITTED_START, ignore=shutil.ignore_patterns("training_args.bin"))
+        return COMMITTED_START
 
     def pool(self, regime: str) -> Any:
         import data_recipes
