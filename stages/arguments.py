@@ -116,6 +116,9 @@ class OnPolicyArgs(BaseModel):
 
     num_completions: int = Field(8, ge=2)
     margin: float = Field(0.5, ge=0)
+    pairs_per_prompt: int = Field(1, ge=1)
+    """Most pairs one prompt gives: 1 is best vs worst; more draws further correct x incorrect pairs from
+    the same samples (stages.dpo.preference_pairs), so a round trains on more pairs for no extra sampling."""
     rounds: int = Field(1, ge=1)
     prompts_per_round: int | None = Field(None, gt=0)
     generation_batch_size: int = Field(16, gt=0)  # prompts per generate call, each with num_completions samples

@@ -9,7 +9,8 @@ Reasoning Preference Optimization). Each round samples `num_completions` complet
 the current model, scores each with the stage's rewards, keeps per prompt the best and the worst as a
 pair when their scores differ by at least `margin`, and trains DPO on those pairs; the next round
 starts from, and takes as its reference, the model this round trained. Where gradus differs:
-  * one pair per prompt (best vs worst), not every correct x incorrect pair; and a tie is never a
+  * one pair per prompt (best vs worst) unless `pairs_per_prompt` allows more (up to every correct x
+    incorrect pair, IRPO's choice; `preference_pairs` says which come first); a tie is never a
     pair, so `margin: 0` means "any difference";
   * no NLL term on the chosen completion (IRPO's addition): set `args.loss_type: [sigmoid, sft]`
     to get it from TRL;
@@ -28,6 +29,10 @@ Layout of an on-policy stage directory, which is also how a rerun resumes:
                               + curriculum_state.npz with a curriculum; reused, never resampled
     rounds/round_<r>/         checkpoints/, then model/ (the last round's model goes to `model/`),
                               then round.json, written last: the round is finished
+    rounds.png                TRL's loss, implicit reward margin and accuracy over all rounds' steps
+The stage's metrics hold, per round, `rounds[i].log`: the pair count, the mean chosen-minus-rejected
+score gap of the pairs, and the first and last logged loss, rewards/margins and rewards/accuracies, which
+say whether the round trained at all (a DPO loss near ln 2 = 0.693 and margins near 0: it did not).
 A rerun skips finished rounds and resumes an interrupted one from its last checkpoint. Sampling runs
 on every process (each takes a slice of the prompts); the main process scores and saves the pairs,
 and every process trains on the pairs read back from disk.
@@ -50,6 +55,7 @@ if TYPE_CHECKING:
 
 PAIR_COLUMNS = ["prompt", "chosen", "rejected"]
 CURVES = ["loss", "rewards/margins", "eval_loss"]
+ROUND_CURVES = ["loss", "rewards/margins", "rewards/accuracies"]  # what each round's log summarises, first and last
 
 
 def trainer_args(stage: StageFile, planned_world_size: int | None = None) -> Any:
@@ -61,7 +67,8 @@ def trainer_args(stage: StageFile, planned_world_size: int | None = None) -> Any
 
 def train(stage: StageFile, pairs: Any, eval_pairs: Any, save_as: StageFile) -> dict[str, Any]:
     """DPO from `stage.model_path` on the pairs, resuming from `stage`'s last checkpoint; the model is
-    saved to `save_as.model_dir` and the curves beside it. Returns the training (and eval) metrics."""
+    saved to `save_as.model_dir` and the curves beside it. Returns the training (and eval) metrics, with
+    `curves`: the logged [step, value] points of ROUND_CURVES, kept for the rounds' log and plot."""
     from trl import DPOTrainer
 
     trainer = DPOTrainer(
@@ -72,7 +79,10 @@ def train(stage: StageFile, pairs: Any, eval_pairs: Any, save_as: StageFile) -> 
         processing_class=common.load_tokenizer(stage.model_path),
         peft_config=common.peft_config(stage),
     )
-    return common.train_and_save(trainer, stage, CURVES, save_as=save_as, evaluate=True)
+    metrics = common.train_and_save(trainer, stage, CURVES, save_as=save_as, evaluate=True)
+    history = [entry for entry in trainer.state.log_history if "step" in entry]
+    metrics["curves"] = {key: [[entry["step"], entry[key]] for entry in history if key in entry] for key in ROUND_CURVES}
+    return metrics
 
 
 def round_prompt_indices(num_prompts: int, per_round: int | None, seed: int, round_number: int) -> list[int]:
@@ -114,13 +124,14 @@ def sample_pairs(
     completions = [[{"role": "assistant", "content": text}] for text in texts] if conversational else texts
     completion_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
     scores, reward_means = score(reward_fns, rows, completions, completion_ids, n)
-    pairs = preference_pairs(list(rows["prompt"]), completions, scores, n, on_policy.margin)
+    pairs = preference_pairs(list(rows["prompt"]), completions, scores, n, on_policy.margin, on_policy.pairs_per_prompt)
     sampling = {
         "prompts_tried": len(rows),
         "samples": len(texts),
         "pairs_kept": len(pairs),
         "mean_chosen_score": fmean(pair["chosen_score"] for pair in pairs) if pairs else None,
         "mean_rejected_score": fmean(pair["rejected_score"] for pair in pairs) if pairs else None,
+        "mean_score_gap": fmean(pair["chosen_score"] - pair["rejected_score"] for pair in pairs) if pairs else None,
         "mean_reward": fmean(scores),
         **reward_means,
         "prompt_indices": indices,
@@ -157,19 +168,54 @@ def score(
     return totals, reward_means
 
 
-def preference_pairs(prompts: list[Any], completions: list[Any], scores: list[float], n: int, margin: float) -> list[dict[str, Any]]:
-    """Per prompt, its best and worst completion as (chosen, rejected), kept if their scores differ, by at least `margin`."""
+def preference_pairs(
+    prompts: list[Any], completions: list[Any], scores: list[float], n: int, margin: float, per_prompt: int = 1,
+) -> list[dict[str, Any]]:
+    """Per prompt, up to `per_prompt` (chosen, rejected) pairs of its n completions whose scores differ, by at least `margin`.
+
+    The prompt's completions are ranked best-first (the chosen side) and worst-first (the rejected side),
+    ties in sample order, and pairs are taken by the sum of the two ranks, then the chosen rank: best vs
+    worst first (so `per_prompt: 1` is IRPO's single pair), then best vs second worst, second best vs
+    worst, and so on. With a 0/1 reward every pair is a correct x incorrect one, all of them once
+    `per_prompt` reaches their product, and the larger gaps of a graded reward come first.
+    """
     pairs = []
     for index, prompt in enumerate(prompts):
         group = range(index * n, (index + 1) * n)
-        best, worst = max(group, key=scores.__getitem__), min(group, key=scores.__getitem__)
-        gap = scores[best] - scores[worst]
-        if gap > 0 and gap >= margin:
+        best_first = sorted(group, key=lambda sample: -scores[sample])
+        worst_first = sorted(group, key=scores.__getitem__)
+        candidates = sorted(
+            (chosen_rank + rejected_rank, chosen_rank, best_first[chosen_rank], worst_first[rejected_rank])
+            for chosen_rank in range(n) for rejected_rank in range(n)
+            if 0 < scores[best_first[chosen_rank]] - scores[worst_first[rejected_rank]] >= margin
+        )
+        for _, _, chosen, rejected in candidates[:per_prompt]:
             pairs.append({
-                "prompt": prompt, "chosen": completions[best], "rejected": completions[worst],
-                "chosen_score": scores[best], "rejected_score": scores[worst],
+                "prompt": prompt, "chosen": completions[chosen], "rejected": completions[rejected],
+                "chosen_score": scores[chosen], "rejected_score": scores[rejected],
             })
     return pairs
+
+
+def round_log(sampling: dict[str, Any], training: dict[str, Any]) -> dict[str, Any]:
+    """A round's line in the stage's log: its pairs, their mean score gap, and the first and last logged
+    value of each of ROUND_CURVES (TRL's DPO loss, implicit reward margin and pair accuracy)."""
+    log = {"pairs": sampling["pairs_kept"], "mean_score_gap": sampling.get("mean_score_gap"), "steps": training.get("global_step")}
+    for key, points in training.get("curves", {}).items():
+        log[key] = [points[0][1], points[-1][1]] if points else None
+    return log
+
+
+def plot_rounds(records: list[dict[str, Any]], path: Path) -> None:
+    """ROUND_CURVES of every trained round on one step axis (each round's steps after the previous round's)."""
+    history, offset = [], 0
+    for record in records:
+        if not record["training"]:
+            continue
+        for key, points in record["training"].get("curves", {}).items():
+            history.extend({"step": offset + step, key: value} for step, value in points)
+        offset += record["training"]["global_step"]
+    common.plot_curves(history, ROUND_CURVES, path)
 
 
 def end_without_pairs(stage: StageFile, round_number: int, model_path: str, state: Any) -> None:
@@ -227,13 +273,16 @@ def run_on_policy(stage: StageFile, eval_pairs: Any) -> dict[str, Any]:
                 break
             pairs = datasets.load_from_disk(str(pairs_dir), keep_in_memory=True)  # TRL's map caches stay out of pairs/
             training = train(round_stage, pairs, eval_pairs, save_as)
-            record = {"round": round_number, "sampling": sampling, "training": training}
+            record = {"round": round_number, "sampling": sampling, "training": training, "log": round_log(sampling, training)}
             if state.is_main_process:
+                common.log.info("round %d: %s", round_number, json.dumps(record["log"]))
                 finished.parent.mkdir(parents=True, exist_ok=True)
                 common.write_json(finished, record)
         records.append(record)
         model_path = str(save_as.model_dir)
     last_trained = next(record for record in reversed(records) if record["training"])
+    if state.is_main_process:
+        plot_rounds(records, stage.stage_dir / "rounds.png")
     return {**last_trained["training"], "rounds": records}
 
 

@@ -130,6 +130,7 @@ def test_on_policy_rounds_save_pairs_that_meet_the_margin_and_train_the_model(tm
 
     run_dir = tmp_path / "run"
     manifest = on_policy_manifest(run_dir, sft_model)
+    manifest["stages"][0]["on_policy"] = {**ON_POLICY, "pairs_per_prompt": 2}
     result = gradus("run", str(write_manifest(tmp_path / "m.yaml", manifest)))
     assert result.returncode == 0, result.stdout[-3000:]
     stage_dir = run_dir / "dpo"
@@ -146,6 +147,14 @@ def test_on_policy_rounds_save_pairs_that_meet_the_margin_and_train_the_model(tm
         assert len(pairs) == record["sampling"]["pairs_kept"] > 0
         assert record["sampling"]["prompts_tried"] == ON_POLICY["prompts_per_round"]
         assert all(chosen - rejected >= ON_POLICY["margin"] for chosen, rejected in zip(pairs["chosen_score"], pairs["rejected_score"]))
+        # The round's log: its pair count and score gap are the saved pairs', its curves TRL's logged DPO loss and margins.
+        log = record["log"]
+        assert log["pairs"] == len(pairs) <= 2 * ON_POLICY["prompts_per_round"]
+        assert log["mean_score_gap"] == pytest.approx(sum(c - r for c, r in zip(pairs["chosen_score"], pairs["rejected_score"])) / len(pairs))
+        curves = record["training"]["curves"]
+        assert len(curves["rewards/margins"]) == DPO_ARGS["max_steps"] // DPO_ARGS["logging_steps"]
+        assert log["rewards/margins"] == [curves["rewards/margins"][0][1], curves["rewards/margins"][-1][1]]
+        assert log["loss"] == [record["training"]["first_loss"], record["training"]["final_loss"]]
         # The saved scores are the weighted rewards of the saved completions.
         answers = [answer_of[prompt] for prompt in pairs["prompt"]]
         for side in ("chosen", "rejected"):
@@ -159,7 +168,7 @@ def test_on_policy_rounds_save_pairs_that_meet_the_margin_and_train_the_model(tm
     start, trained = load_file(sft_model / "model.safetensors"), load_file(stage_dir / "model" / "model.safetensors")
     assert any(not (start[key] == trained[key]).all() for key in start)
     assert metrics["final_loss"] == metrics["rounds"][-1]["training"]["final_loss"]
-    assert (stage_dir / "training.png").stat().st_size > 0
+    assert (stage_dir / "training.png").stat().st_size > 0 and (stage_dir / "rounds.png").stat().st_size > 0
 
 
 @pytest.mark.slow
