@@ -136,7 +136,7 @@ def test_the_hard_buffer_survives_a_sigkill_and_resume_exactly(tmp_path):
         reference_state, resumed_state = saved_state(reference_dir, step), saved_state(run_dir, step)
         assert reference_state.keys() == resumed_state.keys()
         for key, value in reference_state.items():
-            assert np.array_equal(value, resumed_state[key], equal_nan=True), (step, key)
+            assert np.array_equal(value, resumed_state[key], equal_nan=value.dtype.kind == "f"), (step, key)
     assert relift_logs(run_dir) == logs  # buffer size, SFT steps and losses, share used: at every step
     assert metrics(run_dir, "grpo")["relift"] == metrics(reference_dir, "grpo")["relift"]
 
