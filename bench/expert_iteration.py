@@ -8,7 +8,7 @@ SFT stage (500 steps; reused from bench/curriculum.py's work directory when that
 - **expert iteration**, rounds 1 and 2: a `difficulty` stage samples `--samples` completions (temperature 1)
   of `--prompts` fresh train prompts from the latest model, scored by `math_accuracy`; `accepted_samples`
   keeps the correct ones (every distinct one, two per prompt at most); an `sft` stage trains the latest
-  model on them for `--round-steps` steps (about two epochs of what is kept);
+  model on them for `--round-steps` steps (about three epochs of what was kept at the defaults);
 - **more SFT**: `--chunks` stages of `--chunk-steps` steps each on fresh rows of the quickstart's own SFT
   data (its recipe, another seed per chunk), each starting from the last, with the same SFT args as the
   rounds (constant learning rate 2e-3, the quickstart's, batch 64), so the two arms differ in data only.
