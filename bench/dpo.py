@@ -57,16 +57,15 @@ EXAMPLE_AS_MEASURED = {
     "on_policy": {"pairs_per_prompt": 1},
     "args": {"learning_rate": 1.0e-5, "num_train_epochs": 2, "beta": 0.1, "loss_type": ["sigmoid", "sft"]},
 }
-SETTINGS: dict[str, dict[str, dict[str, Any]]] = {  # most telling first: the sweep runs in this order
+ONE_EPOCH = {"learning_rate": 1.0e-4, "num_train_epochs": 1}
+SETTINGS: dict[str, dict[str, dict[str, Any]]] = {  # the sweep runs in this order; the last four ablate the pick
     "lr3e-4": {"on_policy": {"pairs_per_prompt": 4}, "args": {"learning_rate": 3.0e-4, "num_train_epochs": 3}},
-    "lr1e-4_1ep": {"on_policy": {"pairs_per_prompt": 4}, "args": {"learning_rate": 1.0e-4, "num_train_epochs": 1}},
-    "lr3e-5_1ep": {"on_policy": {"pairs_per_prompt": 4}, "args": {"learning_rate": 3.0e-5, "num_train_epochs": 1}},
-    "lr1e-4": {"on_policy": {"pairs_per_prompt": 4}, "args": {"learning_rate": 1.0e-4, "num_train_epochs": 3}},
-    "lr1e-3": {"on_policy": {"pairs_per_prompt": 4}, "args": {"learning_rate": 1.0e-3, "num_train_epochs": 3}},
-    "lr3e-4_one_pair": {"on_policy": {"pairs_per_prompt": 1}, "args": {"learning_rate": 3.0e-4, "num_train_epochs": 3}},
-    "lr3e-4_no_nll": {"on_policy": {"pairs_per_prompt": 4}, "args": {"learning_rate": 3.0e-4, "num_train_epochs": 3, "loss_type": ["sigmoid"]}},
-    "lr3e-4_beta0.5": {"on_policy": {"pairs_per_prompt": 4}, "args": {"learning_rate": 3.0e-4, "num_train_epochs": 3, "beta": 0.5}},
+    "lr1e-4_1ep": {"on_policy": {"pairs_per_prompt": 4}, "args": ONE_EPOCH},
     "example": EXAMPLE_AS_MEASURED,
+    "lr3e-5_1ep": {"on_policy": {"pairs_per_prompt": 4}, "args": {**ONE_EPOCH, "learning_rate": 3.0e-5}},
+    "lr1e-4_1ep_one_pair": {"on_policy": {"pairs_per_prompt": 1}, "args": ONE_EPOCH},
+    "lr1e-4_1ep_no_nll": {"on_policy": {"pairs_per_prompt": 4}, "args": {**ONE_EPOCH, "loss_type": ["sigmoid"]}},
+    "lr1e-4_1ep_beta0.5": {"on_policy": {"pairs_per_prompt": 4}, "args": {**ONE_EPOCH, "beta": 0.5}},
 }
 
 
