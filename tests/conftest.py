@@ -46,6 +46,18 @@ def write_manifest(path: Path, manifest: dict[str, Any]) -> Path:
     return path
 
 
+def rl_stage_manifest(tmp_path: Path, kind: str = "grpo", **blocks: Any) -> Path:
+    """A one-stage manifest on 30 synthetic prompts with `math_accuracy`, plus the given blocks
+    (`curriculum=...`, `relift=...`): what the schema tests of those blocks vary."""
+    stage = {
+        "name": "rl", "kind": kind,
+        "data": {"recipe": "synthetic_arithmetic", "levels": [1, 2, 3], "num_examples": 30},
+        "rewards": [{"name": "math_accuracy"}],
+        **blocks,
+    }
+    return write_manifest(tmp_path / "m.yaml", {"run_dir": str(tmp_path / "run"), "base_model": TINY_MODEL, "stages": [stage]})
+
+
 def gradus(*args: str, timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run the gradus CLI in a fresh process, as a user would."""
     return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True,

@@ -6,17 +6,11 @@ import pytest
 
 from pipeline.manifest import ManifestError, load_manifest
 from stages.arguments import CurriculumArgs, OnPolicyArgs
-from tests.conftest import TINY_MODEL, write_manifest
+from tests.conftest import rl_stage_manifest
 
 
 def manifest_with(tmp_path, curriculum: dict, kind: str = "grpo") -> object:
-    stage = {
-        "name": "rl", "kind": kind,
-        "data": {"recipe": "synthetic_arithmetic", "levels": [1, 2, 3], "num_examples": 30},
-        "rewards": [{"name": "math_accuracy"}],
-        "curriculum": curriculum,
-    }
-    return write_manifest(tmp_path / "m.yaml", {"run_dir": str(tmp_path / "run"), "base_model": TINY_MODEL, "stages": [stage]})
+    return rl_stage_manifest(tmp_path, kind, curriculum=curriculum)
 
 
 def test_defaults_are_a_bandit_over_level_without_prior_or_dynamic_sampling():

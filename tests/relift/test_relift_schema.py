@@ -7,17 +7,11 @@ import pytest
 from pipeline.manifest import ManifestError, load_manifest
 from stages.models import build_tokenizer
 from stages.relift import HardBuffer, demonstration_batch
-from tests.conftest import TINY_MODEL, write_manifest
+from tests.conftest import rl_stage_manifest
 
 
 def manifest_with(tmp_path, relift: dict, kind: str = "grpo") -> object:
-    stage = {
-        "name": "rl", "kind": kind,
-        "data": {"recipe": "synthetic_arithmetic", "levels": [1, 2, 3], "num_examples": 30},
-        "rewards": [{"name": "math_accuracy"}],
-        "relift": relift,
-    }
-    return write_manifest(tmp_path / "m.yaml", {"run_dir": str(tmp_path / "run"), "base_model": TINY_MODEL, "stages": [stage]})
+    return rl_stage_manifest(tmp_path, kind, relift=relift)
 
 
 def test_a_valid_block_passes_the_plan(tmp_path):
