@@ -14,6 +14,9 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 PROFILE_DIR = Path(__file__).resolve().parent
 
@@ -24,6 +27,11 @@ def profile_names() -> list[str]:
 
 def profile_path(name: str) -> Path:
     return PROFILE_DIR / f"{name}.yaml"
+
+
+def profile_settings(name: str) -> dict[str, Any]:
+    """A profile's accelerate config as a mapping, read without importing accelerate (plan time)."""
+    return yaml.safe_load(profile_path(name).read_text()) or {}
 
 
 def terminate_with_parent() -> None:

@@ -145,6 +145,13 @@ class StageSpec(BaseModel):
     def _known_kind(cls, kind: str) -> str:
         return _one_of(kind, list(KINDS), "kind")
 
+    @property
+    def world_size(self) -> int:
+        """Processes the stage is launched with, over all its machines: launch.num_processes, else its profile's."""
+        if self.launch.num_processes is not None:
+            return self.launch.num_processes
+        return int(launch.profile_settings(self.launch.profile).get("num_processes", 1))
+
 
 class DecontaminationSpec(BaseModel):
     """Before a training stage trains, its problems are checked for n-gram overlap with the data of
@@ -465,10 +472,14 @@ def _check_relift(stage: StageSpec, columns: set[str]) -> None:
     if stage.kind != "grpo":
         raise ManifestError(f"{where}': {stage.kind} stages take no relift block (only grpo: it replays demonstrations of failed GRPO groups)")
     relift = _validated_block(ReliftArgs, stage.relift, where)
-    problem = relift.check(columns, [reward.name for reward in stage.rewards])
+    problem = relift.check(columns, [reward.name for reward in stage.rewards], stage.world_size)
     if problem:
         field, message = problem
         raise ManifestError(f"{where}.{field}': {message}")
+    profile = launch.profile_settings(stage.launch.profile)
+    if profile.get("distributed_type") == "DEEPSPEED" or profile.get("mixed_precision") == "fp16":
+        raise ManifestError(f"stage {stage.name!r}: field 'launch.profile': relift runs on one process or DDP in fp32 or bf16; "
+                            f"profile {stage.launch.profile!r} is DeepSpeed or fp16 (its SFT step uses the trainer's optimizer directly)")
 
 
 BlockModel = TypeVar("BlockModel", bound=BaseModel)

@@ -121,14 +121,6 @@ def _data_identity(spec: Any, planned: dict[str, "PlannedStage"]) -> dict[str, A
     return data_recipes.identity(spec.recipe, spec.model_extra or {})
 
 
-def world_size(spec: StageSpec) -> int:
-    """Processes the stage is launched with, over all its machines: launch.num_processes, else its profile's."""
-    if spec.launch.num_processes is not None:
-        return spec.launch.num_processes
-    profile = yaml.safe_load(launch.profile_path(spec.launch.profile).read_text()) or {}
-    return int(profile.get("num_processes", 1))
-
-
 def _data_block(spec: Any, run_dir: Path) -> dict[str, Any] | None:
     """The data block as the stage reads it; a stage output becomes the path of its dataset, the samples
     `accepted_samples` filters the path of their stage's directory (a replay is `_replay_block`'s)."""
@@ -218,7 +210,7 @@ def make_plan(manifest: Manifest) -> Plan:
             curriculum=CurriculumArgs.model_validate(spec.curriculum) if spec.curriculum is not None else None,
             relift=ReliftArgs.model_validate(spec.relift) if spec.relift is not None else None,
             decontaminate=decontaminate if spec.kind in TRAINING_KINDS else None,
-            num_processes=world_size(spec),
+            num_processes=spec.world_size,
         )
         what_determines_output = {
             # What the manifest says of the stage (paths gradus derives are left out, so a moved run_dir

@@ -30,7 +30,8 @@ TRAINER_KINDS = frozenset({"sft", "grpo", "dpo", "prm"})
 CACHE_SIZE = 2000
 CHECKED_BY = ("trl", "transformers", "accelerate", "peft", "torch")
 REPO = Path(__file__).resolve().parents[1]
-CHECK_SOURCES = (REPO / "stages" / "preflight.py", REPO / "stages" / "arguments.py", REPO / "stages" / "common.py")
+CHECK_SOURCES = (REPO / "stages" / "preflight.py", REPO / "stages" / "arguments.py", REPO / "stages" / "common.py",
+                 REPO / "stages" / "curriculum" / "trl_wiring.py", REPO / "stages" / "relift.py")
 
 
 def cache_path() -> Path:
@@ -81,7 +82,7 @@ def check(stages: Iterable[PlannedStage]) -> None:
 def _key(stage: PlannedStage) -> str:
     """What the preflight's verdict on a stage depends on."""
     resolved = stage.resolved
-    what_is_checked = resolved.model_dump(mode="json", include={"kind", "args", "peft", "rewards", "curriculum", "on_policy", "num_processes"})
+    what_is_checked = resolved.model_dump(mode="json", include={"kind", "args", "peft", "rewards", "curriculum", "relift", "on_policy", "num_processes"})
     what_is_checked["eval_data"] = resolved.eval_data is not None
     payload = {"stage": what_is_checked, "libraries": _library_versions(), "gpu": launch.has_gpu(), "checks": _check_sources_digest()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

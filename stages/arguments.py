@@ -342,15 +342,17 @@ class ReliftArgs(BaseModel):
     max_length: int = Field(512, ge=8)
     """Prompt + demonstration tokens kept per row (the end of a longer demonstration is cut)."""
 
-    def check(self, columns: Collection[str], reward_names: Collection[str]) -> tuple[str, str] | None:
+    def check(self, columns: Collection[str], reward_names: Collection[str], world_size: int) -> tuple[str, str] | None:
         """(field, what is wrong) with this block for a grpo stage whose data has `columns` and rewards
-        `reward_names`, or None."""
+        `reward_names`, launched on `world_size` processes, or None."""
         if self.demonstration_column not in columns:
             return "demonstration_column", f"{self.demonstration_column!r} is not a column of the data; it has {', '.join(sorted(columns))}"
         if self.signal_reward is not None and self.signal_reward not in reward_names:
             return "signal_reward", f"{self.signal_reward!r} is not one of the stage's rewards: {', '.join(reward_names)}"
         if RELIFT_INDEX_COLUMN in columns:
             return "demonstration_column", f"the data already has a column {RELIFT_INDEX_COLUMN!r}, which relift adds itself"
+        if self.sft_batch_size % world_size:
+            return "sft_batch_size", f"{self.sft_batch_size} is not a multiple of the {world_size} processes the stage is launched on (each takes an equal share)"
         return None
 
 

@@ -111,6 +111,13 @@ def _check_kind(stage: StageFile, config: Any) -> Problem | None:
             if unmet:
                 field, _, message = unmet.partition(": ")
                 return Problem(stage.name, field, f"curriculum: {message}")
+        if stage.relift is not None:
+            from stages.relift import unmet_requirement as relift_unmet
+
+            unmet = relift_unmet(config)
+            if unmet:
+                field, _, message = unmet.partition(": ")
+                return Problem(stage.name, field, f"relift: {message}")
     eval_strategy = getattr(config.eval_strategy, "value", config.eval_strategy)
     if eval_strategy != "no" and stage.eval_data is None and stage.kind != "prm":  # the prm stage holds out its own split
         return Problem(stage.name, "args.eval_strategy", f"{eval_strategy!r} needs eval_data (transformers' Trainer refuses it at init); "

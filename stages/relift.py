@@ -241,6 +241,18 @@ class ReliftCallback(TrainerCallback):
         return float(accelerator.reduce(loss.detach(), reduction="mean"))
 
 
+def unmet_requirement(grpo_args: Any) -> str | None:
+    """What relift needs of the GRPOConfig and does not get, as "field: why", or None. The preflight asks
+    at plan time; the manifest checks the launch profile and the SFT batch against the process count."""
+    if grpo_args.remove_unused_columns:
+        return "args.remove_unused_columns: relift needs false (its reward reads the relift_index column)"
+    if grpo_args.fp16:
+        return "args.fp16: relift supports fp32 and bf16 (its SFT step uses the optimizer without a loss scaler)"
+    if grpo_args.deepspeed or grpo_args.deepspeed_plugin is not None:
+        return "args.deepspeed: relift runs on one process or DDP (its SFT step uses the trainer's optimizer directly)"
+    return None
+
+
 @dataclass
 class GRPORelift:
     """What a grpo stage swaps in for `relift:`: the data with its `relift_index` column, the rewards with
@@ -255,11 +267,10 @@ class GRPORelift:
     @classmethod
     def build(cls, spec: ReliftArgs | dict[str, Any], grpo_args: Any, train_dataset: Any, rewards: list[Callable]) -> GRPORelift:
         args = ReliftArgs.model_validate(spec)
-        if grpo_args.remove_unused_columns:
-            raise ValueError("args.remove_unused_columns: relift needs false (its reward reads the relift_index column)")
-        if grpo_args.fp16 or grpo_args.deepspeed:
-            raise ValueError("relift supports fp32 and bf16 training on one process or DDP, not fp16 or DeepSpeed")
-        if args.sft_batch_size % grpo_args.world_size:
+        unmet = unmet_requirement(grpo_args)
+        if unmet:
+            raise ValueError(unmet)
+        if args.sft_batch_size % grpo_args.world_size:  # the manifest checks it against the planned launch; this is the real one
             raise ValueError(f"relift.sft_batch_size {args.sft_batch_size} must be a multiple of the {grpo_args.world_size} processes")
         names = [reward.__name__ for reward in rewards]
         signal = args.signal_reward or names[0]

@@ -78,6 +78,9 @@ def test_a_grpo_config_trl_would_refuse_after_sft_trained_is_refused_by_plan(tmp
     ("grpo", {"peft": {"r": 4, "target_modules": ["q_proj", "lm_head"]}}, "stage 'grpo': field 'peft.target_modules'"),
     ("grpo", {"curriculum": {"strategy": "band", "difficulty_column": None}, "args": {"remove_unused_columns": True}},
      "stage 'grpo': field 'args.remove_unused_columns': curriculum: a curriculum needs false"),
+    ("grpo", {"relift": {"sft_batch_size": 4}, "args": {"remove_unused_columns": True}},
+     "stage 'grpo': field 'args.remove_unused_columns': relift: relift needs false"),
+    ("grpo", {"relift": {"sft_batch_size": 4}, "args": {"fp16": True}}, "stage 'grpo': field 'args.fp16'"),
 ])
 def test_what_trl_would_refuse_at_launch_is_a_preflight_problem(tmp_path, where, change, expected):
     """The same preflight `gradus plan` starts, in this process (TRL imported once for all cases)."""

@@ -34,6 +34,17 @@ def test_mistakes_are_one_line_errors_naming_the_field(tmp_path, relift, kind, m
     assert message.lower() in str(error.value).lower() and "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize("launch, message", [
+    ({"profile": "ddp", "num_processes": 3}, "field 'relift.sft_batch_size': 8 is not a multiple of the 3 processes"),
+    ({"profile": "zero2"}, "field 'launch.profile': relift runs on one process or DDP"),
+])
+def test_a_launch_relift_cannot_run_on_is_refused_by_plan(tmp_path, launch, message):
+    """Checked against the planned launch, not when the stage starts (after the stages before it trained)."""
+    with pytest.raises(ManifestError) as error:
+        load_manifest(rl_stage_manifest(tmp_path, relift={"sft_batch_size": 8}, launch=launch))
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
 def test_the_loss_falls_on_the_demonstration_and_its_eos_only():
     tokenizer = build_tokenizer("llama")  # the tiny model's character tokenizer
     batch = demonstration_batch(tokenizer, [{"prompt": "1+2=", "sol": "3"}, {"prompt": "10+20=", "sol": "30"}], "sol", max_length=64)
