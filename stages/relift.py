@@ -9,10 +9,10 @@ against SFT on all of it, and is logged.
 
 How it fits TRL (the couplings are pinned in tests/curriculum/test_trl_contract.py):
 
-* `FailedGroups` wraps the signal reward as `ScoreFeedback` does: TRL calls it on every rank with that
-  rank's rows; on training batches (they carry the `relift_index` column) it all-gathers (row, score)
-  pairs, so every rank sees the whole generation batch and records the same failed prompts in the same
-  order: the buffers of all ranks stay identical without any other exchange.
+* `FailedGroups` wraps the signal reward as the curriculum's `ScoreFeedback` does (both are
+  `GatheredScores`): on training batches (they carry the `relift_index` column) it all-gathers (row,
+  score) pairs, so every rank records the same failed prompts in the same order: the buffers of all
+  ranks stay identical without any other exchange.
 * `ReliftCallback.on_step_end` runs after HF's optimizer step and before its checkpoint save. It takes
   the SFT step there, with the trainer's own (DDP-wrapped) model and optimizer, then writes the buffer
   and counters into the checkpoint when HF is about to save one. Using the trainer's optimizer means its
@@ -43,9 +43,8 @@ import torch
 from accelerate.utils import gather_object
 from transformers import TrainerCallback
 
-from rewards.wrapping import RewardWrapper, Script
 from stages.arguments import RELIFT_INDEX_COLUMN, ReliftArgs
-from stages.curriculum.trl_wiring import checkpoint_file, log_train_metric
+from stages.curriculum.trl_wiring import GatheredScores, checkpoint_file, log_train_metric
 
 STATE_FILE = "relift_state.npz"
 
@@ -135,21 +134,17 @@ class HardBuffer:
             self.load_state_dict(dict(state))
 
 
-class FailedGroups(RewardWrapper):
-    """The signal reward, scoring exactly as it does, reporting every training batch's groups to the buffer
-    (gathered from all ranks; eval batches, which lack the `relift_index` column, are not reported)."""
+class FailedGroups(GatheredScores):
+    """The signal reward, reporting every training batch's groups to the hard buffer."""
+
+    index_column = RELIFT_INDEX_COLUMN
 
     def __init__(self, reward_fn: Callable[..., list[float | None]], buffer: HardBuffer) -> None:
         super().__init__(reward_fn)
         self.buffer = buffer
 
-    def script(self, prompts: list, completions: list, **columns: Any) -> Script:
-        prompt_indices = columns.pop(RELIFT_INDEX_COLUMN, None)
-        scores = yield {"prompts": prompts, "completions": completions, **columns}
-        if prompt_indices is not None:
-            pairs = gather_object([(int(index), math.nan if score is None else float(score)) for index, score in zip(prompt_indices, scores, strict=True)])
-            self.buffer.record([index for index, _ in pairs], [score for _, score in pairs])
-        return scores
+    def record(self, prompt_indices: list[int], scores: list[float], log_metric: Callable[[str, float], None] | None) -> None:
+        self.buffer.record(prompt_indices, scores)
 
 
 def tokenize_demonstration(tokenizer: Any, prompt: Any, demonstration: Any, max_length: int) -> tuple[list[int], int]:

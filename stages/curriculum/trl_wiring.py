@@ -11,7 +11,8 @@ Every coupling to a private TRL or transformers method or layout lives here, and
   before it saves);
 * `log_train_metric` appends to `GRPOTrainer._metrics["train"]`, which its `log` averages into the next
   log entry (relift's SFT steps happen outside anything that could call `log_metric`);
-* `ScoreFeedback` relies on TRL passing dataset columns and `log_metric` to reward functions;
+* `GatheredScores` (the curriculum's `ScoreFeedback`, relift's `FailedGroups`) relies on TRL passing
+  dataset columns and `log_metric` to reward functions;
 * `DynamicSampling` (through `GRPOCurriculum.trainer_class`) overrides
   `GRPOTrainer._generate_and_score_completions(inputs)` to hand it refilled rows, and `_generate(prompts)`
   to return what it generated for them: it relies on the first calling the second once with the rows'
@@ -105,33 +106,46 @@ def log_train_metric(trainer: Any, name: str, value: float) -> None:
     trainer._metrics["train"][name].append(value)
 
 
-class ScoreFeedback(RewardWrapper):
-    """The curriculum's signal reward: scores exactly as the wrapped reward does, then reports them.
+class GatheredScores(RewardWrapper):
+    """A signal reward that scores exactly as the wrapped one does, then reports the training batch's
+    (row index, score) pairs, gathered from every rank, to `record`.
 
-    TRL calls it on every rank with that rank's rows. On training batches (those carry the
-    `curriculum_index` column; eval batches don't) it all-gathers (prompt index, score) from every rank
-    with `accelerate.utils.gather_object`, so every rank's sampler records the same batch in the same
-    order, and hands the sampler's shares and pass rates to TRL's `log_metric` (logged per step as
-    `curriculum/share/<bucket>`, `curriculum/pass_rate/<bucket>`). Built on `RewardWrapper`, so it is
-    async exactly when the wrapped reward is, and TRL still logs it by the wrapped reward's name
-    (`rewards/<name>/mean`).
+    TRL calls it on every rank with that rank's rows, passing the dataset's columns. Training batches
+    carry the `index_column` the stage added to its data (eval batches don't, and are not reported); it
+    all-gathers the pairs with `accelerate.utils.gather_object`, so every rank records the same batch in
+    the same order and state built from it stays identical across ranks with no other exchange. Built on
+    `RewardWrapper`, so it is async exactly when the wrapped reward is, and TRL still logs it by the
+    wrapped reward's name (`rewards/<name>/mean`). A reward that scored nothing (None) counts as NaN.
     """
+
+    index_column: str
+
+    def script(self, prompts: list, completions: list, **columns: Any) -> Script:
+        prompt_indices = columns.pop(self.index_column, None)
+        scores = yield {"prompts": prompts, "completions": completions, **columns}
+        if prompt_indices is not None:
+            pairs = gather_object([(int(index), math.nan if score is None else float(score)) for index, score in zip(prompt_indices, scores, strict=True)])
+            self.record([index for index, _ in pairs], [score for _, score in pairs], columns.get("log_metric"))
+        return scores
+
+    def record(self, prompt_indices: list[int], scores: list[float], log_metric: Callable[[str, float], None] | None) -> None:
+        """Take one training batch's scores, all ranks' rows in rank order; `log_metric` is TRL's, when given."""
+        raise NotImplementedError
+
+
+class ScoreFeedback(GatheredScores):
+    """The curriculum's signal reward: feeds every training batch's scores to the sampler and hands its
+    shares and pass rates to TRL's `log_metric` (logged per step as `curriculum/share/<bucket>`,
+    `curriculum/pass_rate/<bucket>`)."""
+
+    index_column = CURRICULUM_INDEX_COLUMN
 
     def __init__(self, reward_fn: Callable[..., list[float | None]], sampler: CurriculumSampler) -> None:
         super().__init__(reward_fn)
         self.sampler = sampler
 
-    def script(self, prompts: list, completions: list, **columns: Any) -> Script:
-        prompt_indices = columns.pop(CURRICULUM_INDEX_COLUMN, None)
-        scores = yield {"prompts": prompts, "completions": completions, **columns}
-        self.report(prompt_indices, scores, columns.get("log_metric"))
-        return scores
-
-    def report(self, prompt_indices: list[int] | None, scores: list[float | None], log_metric: Callable[[str, float], None] | None) -> None:
-        if prompt_indices is None:
-            return
-        pairs = gather_object([(int(index), math.nan if score is None else float(score)) for index, score in zip(prompt_indices, scores, strict=True)])
-        self.sampler.record([index for index, _ in pairs], [score for _, score in pairs])
+    def record(self, prompt_indices: list[int], scores: list[float], log_metric: Callable[[str, float], None] | None) -> None:
+        self.sampler.record(prompt_indices, scores)
         if log_metric is not None:
             for name, value in self.sampler.log_values().items():
                 log_metric(name, value)
