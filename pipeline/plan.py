@@ -26,7 +26,6 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-
 import data_recipes
 import launch
 from data_recipes.decontamination import decontamination_identity
