@@ -57,7 +57,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -150,6 +149,22 @@ def quickstart_stage(name: str) -> dict[str, Any]:
     return next(stage for stage in yaml.safe_load(QUICKSTART.read_text())["stages"] if stage["name"] == name)
 
 
+def committed_sft_start(committed: Path, run_dir: Path, stage: dict[str, Any]) -> Path:
+    """`committed`, the SFT start a bench's results rest on, if it holds a model; else `stage` (an sft stage
+    on the quickstart's base model) trained with `gradus run` in `run_dir` and copied there, to be committed.
+    The same manifest trains other weights on another CPU (its float kernels differ), so only a committed
+    start lets a later session on another machine add runs to the same experiment."""
+    if (committed / "model.safetensors").is_file():
+        return committed
+    if not (run_dir / stage["name"] / "done.json").is_file():
+        quickstart = yaml.safe_load(QUICKSTART.read_text())
+        print(f"training the SFT start into {run_dir}", flush=True)
+        gradus_run({"run_dir": str(run_dir), "seed": quickstart["seed"], "base_model": quickstart["base_model"],
+                    "decontamination": {"enabled": False}, "stages": [stage]}, run_dir / "manifest.yaml")
+    shutil.copytree(run_dir / stage["name"] / "model", committed, ignore=shutil.ignore_patterns("training_args.bin"))
+    return committed
+
+
 class Bench:
     def __init__(self, options: argparse.Namespace) -> None:
         self.options = options
@@ -165,11 +180,8 @@ class Bench:
     # -- the shared start and the pools -----------------------------------------------------------
 
     def train_sft_start(self) -> Path:
-        """The committed SFT start (`bench/curriculum_results/sft_start/`), else the quickstart's sft stage trained
-        here and copied there to be committed. The same manifest trains other weights on another CPU (its float
-        kernels differ), so only a committed start lets a later session on another machine add to the runs."""
-        if (COMMITTED_START / "model.safetensors").is_file():
-            return COMMITTED_START
+        """The committed SFT start (`bench/curriculum_results/sft_start/`): the quickstart's sft stage."""
+        return committed_sft_start(COMMITTED_START, self.work / "sft", quickstart_stage("sft"))
         model = self.work / "sft" / "sft" / "model"
         if not (self.work / "sft" / "sft" / "done.json").is_file():
             quickstart = yaml.safe_load(QUICKSTART.read_text())

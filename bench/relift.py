@@ -5,9 +5,10 @@
 
 From the repository root. Each step is cached, so an interrupted bench resumes:
 
-1. **The SFT start**, trained once with `gradus run` into `<work-dir>/sft`: the quickstart's `sft` stage
-   (examples/quickstart.yaml) on levels 1-3 only, SFT_STEPS steps (not 500: on a shared 2-core machine a
-   step takes 2 s). Its weights' hash keys every result.
+1. **The SFT start**: the quickstart's `sft` stage (examples/quickstart.yaml, 500 steps) on levels 1-3
+   only, trained once with `gradus run` into `<work-dir>/sft` and copied to `bench/relift_results/sft_start/`
+   (4 MB, committed, so a later session on another CPU adds runs from the same weights). Its weights' hash
+   keys every result.
 2. **GRPO runs**, one per (arm, seed): a one-stage manifest, the quickstart's `grpo` args without its
    curriculum (TRL's shuffle), `max_steps` STEPS on a pool of 600 prompts of levels 1-6, seed = the
    manifest seed. Arms: `grpo` (plain) and `relift` (the same plus the `relift:` block RELIFT, whose
@@ -32,18 +33,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from bench.curriculum import QUICKSTART, REGIMES, Evaluator, gradus_run, key_of, quickstart_stage, write_json
+from bench.curriculum import Evaluator, committed_sft_start, gradus_run, key_of, quickstart_stage, write_json
 
 STEPS = 100
-SFT_STEPS = 300
 POOL = {"split": "train", "levels": list(range(1, 7)), "num_examples": 600, "seed": 1}
 SFT_LEVELS = [1, 2, 3]
 RELIFT = {"sft_batch_size": 8, "learning_rate": 1.0e-3}
 ARMS = ("grpo", "relift")
 HELD_OUT = "balanced"  # bench/curriculum.py's regime whose held-out set is levels 1-6 x 50 (test split)
 EASY, HARD = ("1", "2", "3"), ("4", "5", "6")
+COMMITTED_START = Path(__file__).resolve().parent / "relift_results" / "sft_start"
 
 
 class Bench:
@@ -54,16 +54,10 @@ class Bench:
         self.evaluator = Evaluator(HELD_OUT, str(self.sft_model))
 
     def train_sft_start(self) -> Path:
-        run_dir = self.work / "sft"
-        if not (run_dir / "sft" / "done.json").is_file():
-            quickstart = yaml.safe_load(QUICKSTART.read_text())
-            stage = quickstart_stage("sft")
-            stage["data"] = {key: value for key, value in stage["data"].items() if key != "level_weights"} | {"levels": SFT_LEVELS}
-            stage["args"]["max_steps"] = SFT_STEPS
-            print(f"training the SFT start (the quickstart's sft stage on levels {SFT_LEVELS}, {SFT_STEPS} steps)", flush=True)
-            gradus_run({"run_dir": str(run_dir), "seed": quickstart["seed"], "base_model": quickstart["base_model"],
-                        "decontamination": {"enabled": False}, "stages": [stage]}, run_dir / "manifest.yaml")
-        return run_dir / "sft" / "model"
+        """The quickstart's sft stage on levels 1-3 only, committed in `bench/relift_results/sft_start/`."""
+        stage = quickstart_stage("sft")
+        stage["data"] = {key: value for key, value in stage["data"].items() if key != "level_weights"} | {"levels": SFT_LEVELS}
+        return committed_sft_start(COMMITTED_START, self.work / "sft", stage)
 
     def manifest(self, arm: str, seed: int) -> dict[str, Any]:
         stage = quickstart_stage("grpo")
