@@ -7,8 +7,9 @@
 stage only (`stages.grpo.args.seed=N`), so the SFT stage (and its eval) is trained once and every seed
 starts GRPO from the same weights: the spread is GRPO's (sampling, prompt order), not SFT's. Each seed's
 held-out accuracies (the quickstart's own eval stages, 600 greedy problems) are cached in
-`bench/quickstart_seeds/start_<sft>/seed<n>.json`, `<sft>` the SFT weights' hash: the same manifest trains
-other weights on another CPU, whose float kernels differ, and its figures are another experiment.
+`bench/quickstart_seeds/start_<sft>/grpo_<stage>/seed<n>.json`, `<sft>` the SFT weights' hash (the same
+manifest trains other weights on another CPU, whose float kernels differ, and its figures are another
+experiment), `<stage>` a hash of the quickstart's grpo stage (a changed curriculum is another experiment).
 
 Decontamination is switched off (`decontamination.enabled=false`): the synthetic train and test splits are
 disjoint by construction, and so the SFT stage is the one `bench.curriculum` trains (pass
@@ -26,6 +27,8 @@ import sys
 from pathlib import Path
 from statistics import fmean, stdev
 from typing import Any
+
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "examples" / "quickstart.yaml"
@@ -46,9 +49,14 @@ def run_seed(run_dir: Path, seed: int) -> dict[str, Any]:
 
 
 def start_folder(out: Path, run_dir: Path) -> Path | None:
-    """Where this SFT start's results are cached, or None before the SFT stage has trained."""
+    """Where this SFT start's results with the quickstart's current grpo stage are cached
+    (`start_<sft weights>/grpo_<grpo stage>/`), or None before the SFT stage has trained."""
     weights = run_dir / "sft" / "model" / "model.safetensors"
-    return out / f"start_{hashlib.sha256(weights.read_bytes()).hexdigest()[:16]}" if weights.is_file() else None
+    if not weights.is_file():
+        return None
+    grpo = next(stage for stage in yaml.safe_load(QUICKSTART.read_text())["stages"] if stage["name"] == "grpo")
+    grpo_key = hashlib.sha256(json.dumps(grpo, sort_keys=True).encode()).hexdigest()[:8]
+    return out / f"start_{hashlib.sha256(weights.read_bytes()).hexdigest()[:16]}" / f"grpo_{grpo_key}"
 
 
 def table(results: list[dict[str, Any]]) -> list[str]:
