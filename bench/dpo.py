@@ -5,9 +5,10 @@
 
 From the repository root. What it does, each step cached so an interrupted bench resumes:
 
-1. **The SFT start**, trained once: examples/dpo.yaml's `sft` stage, run with `gradus run` into
-   `<work-dir>/sft`. Its weights' hash is stamped on every result, and results from another start are
-   never mixed in (each start gets its own `start_<hash>/` folder).
+1. **The SFT start**: examples/dpo.yaml's `sft` stage is the quickstart's, so this is bench/curriculum.py's
+   committed start (`bench/curriculum_results/sft_start/`; trained with `gradus run` into `<work-dir>/sft`
+   only where it is missing). Its weights' hash is stamped on every result, and results from another
+   start are never mixed in (each start gets its own `start_<hash>/` folder).
 2. **DPO runs**, one per (setting, seed): a one-stage manifest, the example's `dpo` stage with the
    setting's `on_policy` and `args` changes (`SETTINGS`), from the SFT start, run with `gradus run`. The
    seed moves the rounds' prompt order, sampling and training; the start and the prompt pool are fixed.
@@ -43,7 +44,7 @@ from typing import Any
 
 import yaml
 
-from bench.curriculum import gradus_run, key_of, write_json
+from bench.curriculum import COMMITTED_START, committed_sft_start, gradus_run, key_of, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "dpo.yaml"
@@ -66,6 +67,8 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {  # the sweep runs in this ord
     "lr1e-4_1ep_one_pair": {"on_policy": {"pairs_per_prompt": 1}, "args": ONE_EPOCH},
     "lr1e-4_1ep_no_nll": {"on_policy": {"pairs_per_prompt": 4}, "args": {**ONE_EPOCH, "loss_type": ["sigmoid"]}},
     "lr1e-4_1ep_beta0.5": {"on_policy": {"pairs_per_prompt": 4}, "args": {**ONE_EPOCH, "beta": 0.5}},
+    # More on-policy rounds at a gentler step: each round's pairs come from the model the last one trained.
+    "4rounds_lr5e-5": {"on_policy": {"pairs_per_prompt": 4, "rounds": 4}, "args": {**ONE_EPOCH, "learning_rate": 5.0e-5}},
 }
 
 
@@ -117,14 +120,10 @@ class Evaluator:
 
 
 def train_sft_start(work: Path) -> tuple[Path, str]:
-    """The SFT start (`gradus run` skips it once done) and its weights' hash, which names the results folder:
+    """The SFT start and its weights' hash, which names the results folder. examples/dpo.yaml's sft stage is
+    the quickstart's, so this is bench/curriculum.py's committed start (trained here only if it is missing):
     the same manifest trains other weights on another CPU, and runs from two starts are two experiments."""
-    if not (work / "sft" / "sft" / "done.json").is_file():
-        print("training the SFT start (examples/dpo.yaml's sft stage)", flush=True)
-    example = yaml.safe_load(EXAMPLE.read_text())
-    gradus_run({"run_dir": str(work / "sft"), "seed": example["seed"], "base_model": example["base_model"],
-                "decontamination": {"enabled": False}, "stages": [example_stage("sft")]}, work / "sft" / "manifest.yaml")
-    model = work / "sft" / "sft" / "model"
+    model = committed_sft_start(COMMITTED_START, work / "sft", example_stage("sft"))
     return model, hashlib.sha256((model / "model.safetensors").read_bytes()).hexdigest()[:16]
 
 
