@@ -5,15 +5,17 @@
 One manifest (`gradus run`, stage by stage: bench/stagewise.py) from the quickstart's SFT stage (levels 1-6,
 500 steps; reused from bench/curriculum.py's work directory when that bench trained it):
 
-- `later`: `--steps` SFT steps from it on fresh levels 4-6 train problems only (each seen once; constant
-  learning rate 2e-3, batch 64: the args of bench/expert_iteration.py);
-- `later_replay`: the same, with `replay: {stage: sft, fraction: 0.1}`: a tenth of the rows it trains on are
-  drawn (seeded) from the first SFT's own data, levels 1-6.
+- `later_seed<n>`: `--steps` SFT steps from it on fresh levels 4-6 train problems only (each seen once; constant
+  learning rate 2e-3, batch 64: the args of bench/expert_iteration.py); seed n picks those rows and TRL's seed;
+- `later_replay_seed<n>`: the same, with `replay: {stage: sft, fraction: 0.1}`: a tenth of the rows it trains
+  on are drawn from the first SFT's own data, levels 1-6 (the draw is seeded by the manifest seed, so it is
+  the same rows for every n).
 
 Every model is evaluated greedily on two test sets, levels 1-3 and levels 4-6 (`--per-level` problems
 each), written as JSON Lines so the run report's forgetting table (`report.md`, pipeline/report.py) gives
 them a column each: reading down the levels 1-3 column shows what each later stage kept of what the
-first one taught. Results: `bench/replay_results/report.md` (the run's) and `results.json`.
+first one taught. Results: `bench/replay_results/report.md` (the run's), `results.json`, and `table.md` (each
+arm's seed mean ± sample std per test set).
 """
 
 from __future__ import annotations
@@ -52,15 +54,30 @@ def manifest(options: argparse.Namespace, run_dir: Path, test_sets: dict[str, Pa
         return [{"name": f"eval_{model}_{name}", "kind": "eval", "model": model, "data": {"recipe": "jsonl", "path": str(path)},
                  "args": EVAL_ARGS} for name, path in test_sets.items()]
 
-    later_data = {"recipe": "synthetic_arithmetic", "split": "train", "levels": [4, 5, 6], "num_examples": options.steps * 64, "seed": 7}
-    later = {"kind": "sft", "model": "sft", "args": {**SFT_ARGS, "max_steps": options.steps}}
-    stages = [
-        *evaluations("sft"),
-        {"name": "later", **later, "data": later_data}, *evaluations("later"),
-        {"name": "later_replay", **later, "data": {**later_data, "replay": {"stage": "sft", "fraction": options.fraction}}},
-        *evaluations("later_replay"),
-    ]
+    stages = evaluations("sft")
+    for seed in options.seeds:
+        later_data = {"recipe": "synthetic_arithmetic", "split": "train", "levels": [4, 5, 6], "num_examples": options.steps * 64, "seed": 7 + seed}
+        later = {"kind": "sft", "model": "sft", "args": {**SFT_ARGS, "max_steps": options.steps, "seed": seed}}
+        plain, replayed = f"later_seed{seed}", f"later_replay_seed{seed}"
+        stages += [{"name": plain, **later, "data": later_data}, *evaluations(plain),
+                   {"name": replayed, **later, "data": {**later_data, "replay": {"stage": "sft", "fraction": options.fraction}}},
+                   *evaluations(replayed)]
     return {**chain, "stages": chain["stages"] + stages}
+
+
+def summary(accuracy: dict[str, dict[str, Any]], seeds: list[int]) -> str:
+    """Per arm, each test set's seed mean ± sample std, and the start's: the forgetting table over seeds."""
+    from statistics import fmean, stdev
+
+    def cell(values: list[float]) -> str:
+        return f"{fmean(values):.3f} ± {stdev(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+
+    lines = ["| model | seeds | " + " | ".join(SETS) + " |", "|---|---|" + "---:|" * len(SETS),
+             "| sft (start) | - | " + " | ".join(f"{accuracy[f'eval_sft_{name}']['accuracy']:.3f}" for name in SETS) + " |"]
+    for arm in ("later", "later_replay"):
+        cells = [cell([accuracy[f"eval_{arm}_seed{seed}_{name}"]["accuracy"] for seed in seeds]) for name in SETS]
+        lines.append(f"| {arm} | {','.join(map(str, seeds))} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -68,6 +85,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60, help="SFT steps of each later stage")
     parser.add_argument("--fraction", type=float, default=0.1, help="replay fraction")
     parser.add_argument("--per-level", type=int, default=30, help="test problems per level")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="a later and a later_replay stage per seed (its data and TRL seed)")
     options = parse_options(parser, "replay")
     work = Path(options.work_dir)
     reuse_trained_start(work / "run")
@@ -77,10 +95,11 @@ def main() -> None:
     accuracy = {name: {"accuracy": entry["metrics"]["accuracy"], "by_level": entry["metrics"]["accuracy_by_level"]}
                 for name, entry in stages.items() if entry["kind"] == "eval"}
     (out / "results.json").write_text(json.dumps({"options": vars(options), "accuracy": accuracy,
-                                                  "replay": stages["later_replay"]["metrics"].get("replay"),
+                                                  "replay": {seed: stages[f"later_replay_seed{seed}"]["metrics"].get("replay") for seed in options.seeds},
                                                   "cpu_seconds": {name: entry["cpu_seconds"] for name, entry in stages.items()}}, indent=1) + "\n")
     shutil.copy(work / "run" / "report.md", out / "report.md")
-    print((out / "report.md").read_text())
+    (out / "table.md").write_text(summary(accuracy, options.seeds))
+    print((out / "table.md").read_text())
 
 
 if __name__ == "__main__":

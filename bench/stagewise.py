@@ -8,8 +8,8 @@ earlier ones are skipped as done; decontamination must be off, so a prefix plans
 and its CPU time is cached by fingerprint in `cpu.json` next to the manifest: an interrupted bench resumes
 where it stopped, counting only the attempt that finished a resumed stage.
 
-The quickstart's SFT stage, which both benches start from, is copied from bench/curriculum.py's work
-directory where that bench already trained it with the same fingerprint, rather than trained again.
+The quickstart's SFT stage, which both benches start from, is copied from a run directory where another
+bench already trained it with the same fingerprint (TRAINED_STARTS), rather than trained again.
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ from typing import Any
 from bench.curriculum import QUICKSTART, gradus_run, quickstart_stage, write_json
 
 REPO = Path(__file__).resolve().parents[1]
-TRAINED_START = Path("/tmp/curriculum_bench/sft")  # bench/curriculum.py's SFT start: the same stage, manifest and seed
+# Run directories where the same quickstart SFT stage (same manifest fields and seed, decontamination off) may
+# already have trained: bench/curriculum.py's before its start was committed, and bench/quickstart_seeds.py's.
+TRAINED_STARTS = (Path("/tmp/curriculum_bench/sft"), Path("/tmp/quickstart_seeds"))
 
 
 def parse_options(parser: argparse.ArgumentParser, name: str) -> argparse.Namespace:
@@ -50,13 +52,15 @@ def quickstart_head(run_dir: Path) -> dict[str, Any]:
 
 def reuse_trained_start(run_dir: Path) -> None:
     """Copy the already trained quickstart SFT (its ledger entry, tiny base model and stage directory without
-    checkpoints) into `run_dir`; `gradus run` then skips it if, and only if, its fingerprint matches."""
-    if (run_dir / "sft" / "done.json").is_file() or not (TRAINED_START / "sft" / "done.json").is_file():
+    checkpoints) into `run_dir` from the first of TRAINED_STARTS that has it; `gradus run` then skips it if,
+    and only if, its fingerprint matches."""
+    trained = next((start for start in TRAINED_STARTS if (start / "sft" / "done.json").is_file()), None)
+    if (run_dir / "sft" / "done.json").is_file() or trained is None:
         return
     run_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(TRAINED_START / "base_model", run_dir / "base_model", dirs_exist_ok=True)
-    shutil.copytree(TRAINED_START / "sft", run_dir / "sft", ignore=shutil.ignore_patterns("checkpoints"), dirs_exist_ok=True)
-    ledger = json.loads((TRAINED_START / "ledger.json").read_text())
+    shutil.copytree(trained / "base_model", run_dir / "base_model", dirs_exist_ok=True)
+    shutil.copytree(trained / "sft", run_dir / "sft", ignore=shutil.ignore_patterns("checkpoints"), dirs_exist_ok=True)
+    ledger = json.loads((trained / "ledger.json").read_text())
     ledger["stages"] = {"sft": ledger["stages"]["sft"]}
     write_json(run_dir / "ledger.json", ledger)
 
