@@ -1,7 +1,7 @@
 """ReLIFT against plain GRPO from an SFT start that never saw the hard levels.
 
-    OMP_NUM_THREADS=1 python -m bench.relift --seeds 0          # one seed; cached runs are reused
-    OMP_NUM_THREADS=1 python -m bench.relift --seeds 0 1 2
+    OMP_NUM_THREADS=1 python -m bench.relift                        # every arm, seeds 0-2; cached runs are reused
+    OMP_NUM_THREADS=1 python -m bench.relift --seeds 0 --arms grpo relift
 
 From the repository root. Each step is cached, so an interrupted bench resumes:
 
@@ -11,8 +11,9 @@ From the repository root. Each step is cached, so an interrupted bench resumes:
    keys every result.
 2. **GRPO runs**, one per (arm, seed): a one-stage manifest, the quickstart's `grpo` args without its
    curriculum (TRL's shuffle), `max_steps` STEPS on a pool of 600 prompts of levels 1-6, seed = the
-   manifest seed. Arms: `grpo` (plain) and `relift` (the same plus the `relift:` block RELIFT, whose
-   demonstrations are the pool's `completion` column, the worked solutions SFT trains on).
+   manifest seed. Arms (`ARMS`): `grpo` (plain) and three `relift` arms, the same plus a `relift:` block with
+   the SFT step's learning rate 1e-3, 1e-4 or GRPO's own; its demonstrations are the pool's `completion`
+   column, the worked solutions SFT trains on.
 3. **Held-out accuracy** of the final model: greedy `math_accuracy` on levels 1-6 x 50 test problems
    (bench/curriculum.py's balanced held-out set and evaluator), per level; and of the start.
 
@@ -39,8 +40,14 @@ from bench.curriculum import Evaluator, committed_sft_start, gradus_run, key_of,
 STEPS = 100
 POOL = {"split": "train", "levels": list(range(1, 7)), "num_examples": 600, "seed": 1}
 SFT_LEVELS = [1, 2, 3]
-RELIFT = {"sft_batch_size": 8, "learning_rate": 1.0e-3}
-ARMS = ("grpo", "relift")
+# Each arm's relift block (None: plain GRPO). The SFT steps share GRPO's Adam moments, whose second moments
+# hold GRPO's small gradients, so an SFT step moves each weight by up to ~3x its learning rate at first.
+ARMS: dict[str, dict[str, Any] | None] = {
+    "grpo": None,
+    "relift": {"sft_batch_size": 8, "learning_rate": 1.0e-3},
+    "relift_lr1e-4": {"sft_batch_size": 8, "learning_rate": 1.0e-4},
+    "relift_grpo_lr": {"sft_batch_size": 8},  # the GRPO step's own learning rate (3e-5)
+}
 HELD_OUT = "balanced"  # bench/curriculum.py's regime whose held-out set is levels 1-6 x 50 (test split)
 EASY, HARD = ("1", "2", "3"), ("4", "5", "6")
 COMMITTED_START = Path(__file__).resolve().parent / "relift_results" / "sft_start"
@@ -65,8 +72,8 @@ class Bench:
         stage["model"] = "base"
         stage["data"] = {"recipe": "synthetic_arithmetic", **POOL}
         stage["args"] |= {"max_steps": STEPS, "save_steps": STEPS, "logging_steps": 1}
-        if arm == "relift":
-            stage["relift"] = RELIFT
+        if ARMS[arm] is not None:
+            stage["relift"] = ARMS[arm]
         return {"run_dir": str(self.work / f"{arm}_seed{seed}"), "seed": seed, "base_model": str(self.sft_model.resolve()),
                 "decontamination": {"enabled": False}, "stages": [stage]}
 
@@ -83,7 +90,7 @@ class Bench:
         cpu_after = os.times()
         metrics = json.loads((run_dir / "grpo" / "metrics.json").read_text())
         result = {
-            "key": key, "arm": arm, "seed": seed, "sft": self.sft_hash, "relift_block": manifest["stages"][0].get("relift"),
+            "key": key, "arm": arm, "seed": seed, "sft": self.sft_hash, "relift_block": ARMS[arm],
             "wall_seconds": round(wall, 1),
             "cpu_seconds": round(cpu_after.children_user + cpu_after.children_system - cpu_before.children_user - cpu_before.children_system, 1),
             "held_out": self.evaluator(run_dir / "grpo" / "model"), "relift": metrics.get("relift"),
@@ -120,24 +127,26 @@ def markdown(start: dict[str, float], results: list[dict[str, Any]]) -> str:
         mean = {key: float(np.mean([run["held_out"][key] for run in runs])) for key in [*levels, "mean"]}
         demos = "-"
         steps = "-"
-        if arm == "relift":
+        if ARMS[arm] is not None:
             used = [run["relift"]["demonstrations_used"] for run in runs]
             demos = f"{np.mean(used):.0f} ({np.mean([run['relift']['demonstrations_used_share'] for run in runs]):.3f})"
             steps = f"{np.mean([run['relift']['sft_steps'] for run in runs]):.1f}"
         lines.append(f"| {arm} | {','.join(str(run['seed']) for run in runs)} | " + " | ".join(f"{mean[level]:.2f}" for level in levels)
                      + f" | {mean_of(mean, EASY):.3f} | {mean_of(mean, HARD):.3f} | {mean['mean']:.3f} | {demos} | {steps} |")
-    lines += ["", "| seed | relift - grpo, L1-3 | relift - grpo, L4-6 |", "|---|---|---|"]
+    lines += ["", "| arm | seed | minus grpo, L1-3 | minus grpo, L4-6 |", "|---|---|---|---|"]
     by_key = {(run["arm"], run["seed"]): run for run in results}
-    for seed in sorted({run["seed"] for run in results}):
-        if ("grpo", seed) in by_key and ("relift", seed) in by_key:
-            plain, relift = by_key["grpo", seed]["held_out"], by_key["relift", seed]["held_out"]
-            lines.append(f"| {seed} | {mean_of(relift, EASY) - mean_of(plain, EASY):+.3f} | {mean_of(relift, HARD) - mean_of(plain, HARD):+.3f} |")
+    for arm in [name for name, block in ARMS.items() if block is not None]:
+        for seed in sorted({run["seed"] for run in results}):
+            if ("grpo", seed) in by_key and (arm, seed) in by_key:
+                plain, relift = by_key["grpo", seed]["held_out"], by_key[arm, seed]["held_out"]
+                lines.append(f"| {arm} | {seed} | {mean_of(relift, EASY) - mean_of(plain, EASY):+.3f} | {mean_of(relift, HARD) - mean_of(plain, HARD):+.3f} |")
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     parser.add_argument("--work-dir", default="runs/bench_relift")
     parser.add_argument("--out", default="bench/relift_results")
     options = parser.parse_args()
@@ -145,7 +154,7 @@ def main() -> None:
     bench = Bench(options)
     start = bench.start_accuracy()
     for seed in options.seeds:
-        for arm in ARMS:
+        for arm in options.arms:
             bench.run(arm, seed)
     results = [json.loads(path.read_text()) for path in sorted((bench.out / "runs").glob("*_seed*.json"))]
     results = [run for run in results if run["sft"] == bench.sft_hash]
