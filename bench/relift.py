@@ -79,7 +79,8 @@ class Bench:
 
     def run(self, arm: str, seed: int) -> dict[str, Any]:
         manifest = self.manifest(arm, seed)
-        key = key_of({"sft": self.sft_hash, "stage": manifest["stages"][0], "seed": seed})
+        # "sft_optimizer": the SFT steps' own AdamW; runs from when they shared GRPO's are in shared_adam/.
+        key = key_of({"sft": self.sft_hash, "stage": manifest["stages"][0], "seed": seed, "sft_optimizer": "own"})
         path = self.out / "runs" / f"{arm}_seed{seed}.json"
         if path.is_file() and json.loads(path.read_text())["key"] == key:
             return json.loads(path.read_text())

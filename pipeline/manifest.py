@@ -479,7 +479,7 @@ def _check_relift(stage: StageSpec, columns: set[str]) -> None:
     profile = launch.profile_settings(stage.launch.profile)
     if profile.get("distributed_type") == "DEEPSPEED" or profile.get("mixed_precision") == "fp16":
         raise ManifestError(f"stage {stage.name!r}: field 'launch.profile': relift runs on one process or DDP in fp32 or bf16; "
-                            f"profile {stage.launch.profile!r} is DeepSpeed or fp16 (its SFT step uses the trainer's optimizer directly)")
+                            f"profile {stage.launch.profile!r} is DeepSpeed or fp16 (its SFT step runs its own optimizer, outside DeepSpeed and without a loss scaler)")
 
 
 BlockModel = TypeVar("BlockModel", bound=BaseModel)

@@ -14,12 +14,12 @@ How it fits TRL (the couplings are pinned in tests/curriculum/test_trl_contract.
   score) pairs, so every rank records the same failed prompts in the same order: the buffers of all
   ranks stay identical without any other exchange.
 * `ReliftCallback.on_step_end` runs after HF's optimizer step and before its checkpoint save. It takes
-  the SFT step there, with the trainer's own (DDP-wrapped) model and optimizer, then writes the buffer
-  and counters into the checkpoint when HF is about to save one. Using the trainer's optimizer means its
-  state and the weights in every checkpoint already include the SFT steps, so a resume is exact with no
-  second optimizer to save, and no second set of Adam moments to hold in memory; the price is that
-  GRPO's and SFT's gradients share those moments, as in the paper's interleaving. The learning rate
-  scheduler is not stepped by SFT steps (GRPO's schedule stays as configured).
+  the SFT step there, through the trainer's own (DDP-wrapped) model, with an AdamW of its own, then writes
+  the buffer, counters and that optimizer's state into the checkpoint when HF is about to save one, so a
+  resume is exact. Its own optimizer, not GRPO's: an SFT gradient is far larger than a GRPO one, and in
+  GRPO's Adam second moments it shrank every later GRPO step (bench/relift.py measured GRPO stall on
+  levels it was learning, at every SFT learning rate tried). The price is a second set of Adam moments
+  (two fp32 copies of the trainable weights). GRPO's learning-rate scheduler is not stepped by SFT steps.
 * Every rank takes every SFT step, each on its share of the batch (so DDP's gradient all-reduce
   matches), and the loss is the mean cross-entropy over demonstration tokens only (the prompt's are masked).
 
@@ -47,6 +47,7 @@ from stages.arguments import RELIFT_INDEX_COLUMN, ReliftArgs
 from stages.curriculum.trl_wiring import GatheredScores, checkpoint_file, log_train_metric
 
 STATE_FILE = "relift_state.npz"
+OPTIMIZER_FILE = "relift_optimizer.pt"  # the SFT steps' AdamW state, from the first SFT step on
 
 
 @dataclass
@@ -186,6 +187,7 @@ class ReliftCallback(TrainerCallback):
     def __init__(self, args: ReliftArgs, buffer: HardBuffer, dataset: Any) -> None:
         self.args, self.buffer, self.dataset = args, buffer, dataset
         self.trainer: Any = None
+        self._optimizer: torch.optim.AdamW | None = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if state.global_step > 0:
@@ -193,6 +195,28 @@ class ReliftCallback(TrainerCallback):
             if not path.is_file():
                 raise FileNotFoundError(f"resuming at step {state.global_step}, but {path} is missing: the checkpoint has no relift state")
             self.buffer.load(path)
+            if self.buffer.counters["sft_steps"]:
+                saved = checkpoint_file(args.output_dir, state.global_step, OPTIMIZER_FILE)
+                if not saved.is_file():
+                    raise FileNotFoundError(f"resuming at step {state.global_step} after SFT steps, but {saved} is missing")
+                self.optimizer().load_state_dict(torch.load(saved, map_location="cpu", weights_only=True))
+
+    def optimizer(self) -> torch.optim.AdamW:
+        """The SFT steps' own AdamW over the trainable weights, with the trainer's betas, eps and weight
+        decay. Not GRPO's: SFT gradients are far larger than GRPO's, and in GRPO's second moments they
+        would shrink every later GRPO step for about 1/(1 - beta2) steps (measured: GRPO stalled)."""
+        if self._optimizer is None:
+            args = self.trainer.args
+            self._optimizer = torch.optim.AdamW([weight for weight in self.trainer.model.parameters() if weight.requires_grad],
+                                                lr=self.args.learning_rate or args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+                                                eps=args.adam_epsilon, weight_decay=args.weight_decay)
+        return self._optimizer
+
+    def save(self, output_dir: str, step: int) -> None:
+        """The buffer and counters, and the SFT optimizer once it has stepped, into checkpoint-`step`."""
+        self.buffer.save(checkpoint_file(output_dir, step, STATE_FILE))
+        if self._optimizer is not None:
+            torch.save(self._optimizer.state_dict(), checkpoint_file(output_dir, step, OPTIMIZER_FILE))
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if state.global_step % self.args.every_n_steps == 0 and len(self.buffer.waiting) >= self.args.sft_batch_size:
@@ -201,27 +225,26 @@ class ReliftCallback(TrainerCallback):
         for name, value in self.buffer.log_values().items():
             log_train_metric(self.trainer, name, value)
         if control.should_save and state.is_world_process_zero:
-            self.buffer.save(checkpoint_file(args.output_dir, state.global_step, STATE_FILE))
+            self.save(args.output_dir, state.global_step)
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """A save decided after `on_step_end` (`save_strategy: best`) gets the state here."""
-        path = checkpoint_file(args.output_dir, state.global_step, STATE_FILE)
-        if state.is_world_process_zero and not path.is_file():
-            self.buffer.save(path)
+        if state.is_world_process_zero and not checkpoint_file(args.output_dir, state.global_step, STATE_FILE).is_file():
+            self.save(args.output_dir, state.global_step)
 
     def sft_step(self, indices: list[int]) -> float:
-        """One optimizer step of the trainer's optimizer on these rows' demonstrations (this rank's share);
-        returns the loss averaged over the ranks."""
+        """One step of the SFT optimizer on these rows' demonstrations (this rank's share), through the
+        trainer's (DDP-wrapped) model; returns the loss averaged over the ranks."""
         trainer = self.trainer
         accelerator = trainer.accelerator
         mine = indices[accelerator.process_index :: accelerator.num_processes]
         batch = demonstration_batch(trainer.processing_class, [self.dataset[index] for index in mine], self.args.demonstration_column, self.args.max_length)
         batch = {key: value.to(accelerator.device) for key, value in batch.items()}
-        optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)  # accelerate's wrapper steps only at sync points
-        learning_rates = [group["lr"] for group in optimizer.param_groups]
-        if self.args.learning_rate is not None:
+        optimizer = self.optimizer()
+        if self.args.learning_rate is None:  # follow GRPO's schedule
+            grpo_optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
             for group in optimizer.param_groups:
-                group["lr"] = self.args.learning_rate
+                group["lr"] = grpo_optimizer.param_groups[0]["lr"]
         try:
             with accelerator.autocast():
                 loss = trainer.model_wrapped(**batch, use_cache=False).loss
@@ -230,8 +253,6 @@ class ReliftCallback(TrainerCallback):
                 torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), trainer.args.max_grad_norm)
             optimizer.step()
         finally:
-            for group, rate in zip(optimizer.param_groups, learning_rates, strict=True):
-                group["lr"] = rate
             trainer.model.zero_grad(set_to_none=True)
         return float(accelerator.reduce(loss.detach(), reduction="mean"))
 
@@ -242,9 +263,9 @@ def unmet_requirement(grpo_args: Any) -> str | None:
     if grpo_args.remove_unused_columns:
         return "args.remove_unused_columns: relift needs false (its reward reads the relift_index column)"
     if grpo_args.fp16:
-        return "args.fp16: relift supports fp32 and bf16 (its SFT step uses the optimizer without a loss scaler)"
+        return "args.fp16: relift supports fp32 and bf16 (its SFT step steps its optimizer without a loss scaler)"
     if grpo_args.deepspeed or grpo_args.deepspeed_plugin is not None:
-        return "args.deepspeed: relift runs on one process or DDP (its SFT step uses the trainer's optimizer directly)"
+        return "args.deepspeed: relift runs on one process or DDP (its SFT step runs its own optimizer outside DeepSpeed's engine)"
     return None
 
 
