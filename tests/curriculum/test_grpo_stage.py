@@ -47,6 +47,7 @@ def logged(run_dir: Path) -> list[dict]:
     return json.loads(checkpoint.read_text())["log_history"]
 
 
+@pytest.mark.ci
 def test_bandit_curriculum_trains_logs_plots_and_resumes_after_a_kill_as_if_never_stopped(tmp_path):
     reference_dir = tmp_path / "uninterrupted"
     reference = gradus("run", str(write_manifest(tmp_path / "a.yaml", curriculum_manifest(reference_dir))))

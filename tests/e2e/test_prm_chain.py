@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import TINY_MODEL, gradus, write_manifest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ci]
 
 LEVELS = [1, 2]
 

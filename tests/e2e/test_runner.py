@@ -28,6 +28,7 @@ def metrics(run_dir: Path, stage: str) -> dict:
     return json.loads((run_dir / stage / "metrics.json").read_text())
 
 
+@pytest.mark.ci
 def test_chain_trains_then_skips_then_reruns_only_what_changed(tmp_path):
     run_dir = tmp_path / "run"
     manifest_path = write_manifest(tmp_path / "m.yaml", tiny_manifest(run_dir))
@@ -80,6 +81,7 @@ def test_chain_trains_then_skips_then_reruns_only_what_changed(tmp_path):
     assert status.returncode == 0 and "sft" in status.stdout and "done" in status.stdout
 
 
+@pytest.mark.ci
 def test_sigkill_mid_sft_then_rerun_resumes_and_matches_uninterrupted(tmp_path):
     sft_args = {"max_steps": 120, "save_steps": 20, "logging_steps": 10}
 
@@ -143,7 +145,7 @@ def test_failed_stage_is_recorded_and_earlier_work_kept(tmp_path):
     assert "eval" not in entries  # the run stopped at the failure
 
 
-@pytest.mark.parametrize("profile, distributed_type", [("ddp", "MULTI_CPU"), ("zero2", "DEEPSPEED")])
+@pytest.mark.parametrize("profile, distributed_type", [("ddp", "MULTI_CPU"), pytest.param("zero2", "DEEPSPEED", marks=pytest.mark.ci)])
 def test_two_process_profiles_run_sft_to_completion(tmp_path, profile, distributed_type):
     run_dir = tmp_path / "run"
     manifest = tiny_manifest(run_dir, max_steps=8, save_steps=4, per_device_train_batch_size=8)

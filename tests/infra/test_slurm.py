@@ -22,7 +22,7 @@ from tests.infra.conftest import (
     SBATCH_SCRIPT, SFT_STEPS, Slurm, free_port, ledger, metrics, sft_manifest, wait_until,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ci]
 
 LONG_SFT = 100  # steps: long enough that a signal sent at the first checkpoint lands mid-stage
 
