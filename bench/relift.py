@@ -79,13 +79,22 @@ class Bench:
 
     def run(self, arm: str, seed: int) -> dict[str, Any]:
         manifest = self.manifest(arm, seed)
-        # "sft_optimizer": the SFT steps' own AdamW; runs from when they shared GRPO's are in shared_adam/.
-        key = key_of({"sft": self.sft_hash, "stage": manifest["stages"][0], "seed": seed, "sft_optimizer": "own"})
+        identity = {"sft": self.sft_hash, "stage": manifest["stages"][0], "seed": seed}
+        if ARMS[arm] is not None:  # the SFT steps' own AdamW; runs from when they shared GRPO's are in shared_adam/
+            identity["sft_optimizer"] = "own"
+        key = key_of(identity)
         path = self.out / "runs" / f"{arm}_seed{seed}.json"
         if path.is_file() and json.loads(path.read_text())["key"] == key:
             return json.loads(path.read_text())
         print(f"running {arm} seed {seed}", flush=True)
         run_dir = Path(manifest["run_dir"])
+        # `gradus run` would skip a stage done under other code with the same manifest: only an interrupted
+        # run of this very key resumes.
+        marker = run_dir / "bench_key"
+        if run_dir.exists() and (not marker.is_file() or marker.read_text() != key):
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        marker.write_text(key)
         cpu_before = os.times()
         wall = gradus_run(manifest, run_dir / "manifest.yaml")
         cpu_after = os.times()
