@@ -17,9 +17,10 @@ How it fits TRL (the couplings are pinned in tests/curriculum/test_trl_contract.
   the SFT step there, through the trainer's own (DDP-wrapped) model, with an AdamW of its own, then writes
   the buffer, counters and that optimizer's state into the checkpoint when HF is about to save one, so a
   resume is exact. Its own optimizer, not GRPO's: an SFT gradient is far larger than a GRPO one, and in
-  GRPO's Adam second moments it shrank every later GRPO step (bench/relift.py measured GRPO stall on
-  levels it was learning, at every SFT learning rate tried). The price is a second set of Adam moments
-  (two fp32 copies of the trainable weights). GRPO's learning-rate scheduler is not stepped by SFT steps.
+  GRPO's Adam second moments it would shrink every later GRPO step for about 1/(1 - beta2) steps (on the
+  tiny benchmark neither choice kept SFT steps from costing the easy levels: BENCHMARKS.md, "ReLIFT").
+  The price is a second set of Adam moments (two fp32 copies of the trainable weights). GRPO's
+  learning-rate scheduler is not stepped by SFT steps.
 * Every rank takes every SFT step, each on its share of the batch (so DDP's gradient all-reduce
   matches), and the loss is the mean cross-entropy over demonstration tokens only (the prompt's are masked).
 
@@ -204,7 +205,7 @@ class ReliftCallback(TrainerCallback):
     def optimizer(self) -> torch.optim.AdamW:
         """The SFT steps' own AdamW over the trainable weights, with the trainer's betas, eps and weight
         decay. Not GRPO's: SFT gradients are far larger than GRPO's, and in GRPO's second moments they
-        would shrink every later GRPO step for about 1/(1 - beta2) steps (measured: GRPO stalled)."""
+        would shrink every later GRPO step for about 1/(1 - beta2) steps."""
         if self._optimizer is None:
             args = self.trainer.args
             self._optimizer = torch.optim.AdamW([weight for weight in self.trainer.model.parameters() if weight.requires_grad],
