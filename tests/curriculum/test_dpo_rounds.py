@@ -24,6 +24,7 @@ SIGNAL = "tests.curriculum.planted_rewards:level_coin"
 DATA = {"recipe": "synthetic_arithmetic", "levels": [1, 2, 3], "num_examples": 90, "seed": 3}
 
 
+@pytest.mark.ci
 def test_rounds_move_to_the_prompts_that_give_pairs_and_follow_the_saved_state(tmp_path):
     run_dir = tmp_path / "run"
     stage = {

@@ -80,6 +80,7 @@ def test_bandit_curriculum_trains_logs_plots_and_resumes_after_a_kill_as_if_neve
     assert [[entry.get(key) for key in keys] for entry in logged(run_dir)[4:8]] == [[entry.get(key) for key in keys] for entry in history[4:8]]
 
 
+@pytest.mark.ci
 def test_two_processes_train_with_one_curriculum(tmp_path):
     run_dir = tmp_path / "run"
     result = gradus("run", str(write_manifest(tmp_path / "m.yaml", curriculum_manifest(run_dir, profile="ddp", num_processes=2))))

@@ -53,6 +53,7 @@ def scored_by(log: Path) -> dict[str, set[int]]:
     return processes
 
 
+@pytest.mark.ci
 def test_pass_rates_a_grpo_curriculum_starts_from_and_a_killed_two_process_run_that_estimates_no_prompt_twice(tmp_path, monkeypatch):
     log = tmp_path / "scored.log"
     monkeypatch.setenv("DIFFICULTY_TEST_LOG", str(log))

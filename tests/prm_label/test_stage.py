@@ -63,6 +63,7 @@ def test_sft_then_prm_label_writes_the_declared_dataset(tmp_path):
     assert data_recipes.load("stage_output", options).to_list() == rows
 
 
+@pytest.mark.ci
 def test_killed_stage_resumes_without_relabelling_finished_problems(tmp_path):
     # The random-init base model: it writes noise, which is all resuming needs, and no SFT stage to wait for.
     run_dir = tmp_path / "run"

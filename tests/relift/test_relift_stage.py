@@ -116,6 +116,7 @@ def saved_state(run_dir: Path, step: int) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.slow
+@pytest.mark.ci
 def test_the_hard_buffer_survives_a_sigkill_and_resume_exactly(tmp_path):
     from tests.conftest import gradus, sigkill_runner_when, write_manifest
     from tests.e2e.test_runner import metrics

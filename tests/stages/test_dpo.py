@@ -198,6 +198,7 @@ def test_static_preference_pairs_from_a_jsonl_file_train_with_lora(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.ci
 def test_sigkill_in_round_two_then_rerun_keeps_finished_round_and_resumes_training(tmp_path, sft_model):
     run_dir = tmp_path / "run"
     manifest_path = write_manifest(tmp_path / "m.yaml", on_policy_manifest(run_dir, sft_model, max_steps=60, save_steps=10, learning_rate=2e-4))
