@@ -40,8 +40,8 @@ from bench.curriculum import Evaluator, committed_sft_start, gradus_run, key_of,
 STEPS = 100
 POOL = {"split": "train", "levels": list(range(1, 7)), "num_examples": 600, "seed": 1}
 SFT_LEVELS = [1, 2, 3]
-# Each arm's relift block (None: plain GRPO). The SFT steps share GRPO's Adam moments, whose second moments
-# hold GRPO's small gradients, so an SFT step moves each weight by up to ~3x its learning rate at first.
+# Each arm's relift block (None: plain GRPO): the same SFT batch at three learning rates for the SFT steps'
+# own AdamW (stages/relift.py).
 ARMS: dict[str, dict[str, Any] | None] = {
     "grpo": None,
     "relift": {"sft_batch_size": 8, "learning_rate": 1.0e-3},
