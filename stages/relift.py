@@ -5,7 +5,8 @@ nothing from it, however often the prompt comes back. ReLIFT (Ma et al. 2025, ..
 puts such prompts in a hard buffer and, once it holds a batch, takes a supervised step on their
 demonstrations (the data's worked solutions), so the model learns what it could not discover. Only the
 demonstrations of failed prompts are used: the share of the data they make up is what ReLIFT saves
-against SFT on all of it, and is logged.
+against SFT on all of it, and is logged. `replay_solved` adds demonstrations of prompts GRPO already
+solves to each SFT step: on a small model, SFT on the hardest prompts alone overwrites what it solved.
 
 How it fits TRL (the couplings are pinned in tests/curriculum/test_trl_contract.py):
 
@@ -53,22 +54,29 @@ OPTIMIZER_FILE = "relift_optimizer.pt"  # the SFT steps' AdamW state, from the f
 
 @dataclass
 class HardBuffer:
-    """The prompts waiting for an SFT step (oldest first, no repeats) and what ReLIFT has done so far."""
+    """The prompts waiting for an SFT step (oldest first, no repeats), the prompts whose latest group passed
+(`solved`, what `replay_solved` draws from) and what ReLIFT has done so far."""
 
     num_prompts: int
     pass_threshold: float
     waiting: list[int] = field(default_factory=list)
     used: np.ndarray = field(init=False)  # per prompt: its demonstration was trained on at least once
-    counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(("groups_seen", "groups_failed", "sft_steps", "demonstrations_trained"), 0))
+    solved: np.ndarray = field(init=False)  # per prompt: its latest scored group had a passing completion
+    replayed: np.ndarray = field(init=False)  # per prompt: its demonstration was replayed as a solved one
+    counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
+        ("groups_seen", "groups_failed", "sft_steps", "demonstrations_trained", "solved_replayed"), 0))
     last_sft_loss: float = math.nan
 
     def __post_init__(self) -> None:
         self.used = np.zeros(self.num_prompts, bool)
+        self.solved = np.zeros(self.num_prompts, bool)
+        self.replayed = np.zeros(self.num_prompts, bool)
 
     def record(self, prompt_indices: list[int], scores: list[float]) -> None:
         """One generation batch (every rank's rows, in gathered order): each prompt whose scored completions
-        all fall below `pass_threshold` joins the buffer unless already in it. Unscored (NaN) completions
-        count for nothing; a group with none scored is not called failed."""
+        all fall below `pass_threshold` joins the buffer unless already in it, and every other scored prompt
+        counts as solved until a later group of it fails. Unscored (NaN) completions count for nothing; a
+        group with none scored is neither."""
         groups: dict[int, list[float]] = {}
         for index, score in zip(prompt_indices, scores, strict=True):
             groups.setdefault(index, []).append(score)
@@ -78,7 +86,8 @@ class HardBuffer:
             if not scored:
                 continue
             self.counters["groups_seen"] += 1
-            if max(scored) < self.pass_threshold:
+            self.solved[index] = max(scored) >= self.pass_threshold
+            if not self.solved[index]:
                 self.counters["groups_failed"] += 1
                 if index not in waiting:
                     self.waiting.append(index)
@@ -91,20 +100,31 @@ class HardBuffer:
         self.counters["demonstrations_trained"] += len(taken)
         return taken
 
+    def draw_solved(self, count: int, seed: int, multiple: int = 1) -> list[int]:
+        """Up to `count` solved prompts, without repeats, a multiple of `multiple` of them (one share per
+        rank). Seeded by (`seed`, SFT steps so far), so every rank and a resumed run draw the same rows."""
+        solved = np.flatnonzero(self.solved)
+        count = min(count, len(solved)) // multiple * multiple
+        drawn = np.random.default_rng([seed, self.counters["sft_steps"]]).choice(solved, size=count, replace=False).tolist()
+        self.replayed[drawn] = True
+        self.counters["solved_replayed"] += count
+        return drawn
+
     @property
     def used_share(self) -> float:
-        """Distinct demonstrations trained on, as a share of all of them (what SFT on the whole data takes)."""
+        """Distinct demonstrations of failed prompts trained on, as a share of all of them (what SFT on the
+        whole data takes): ReLIFT's saving. Replayed solved prompts are counted apart (`summary`)."""
         return float(self.used.mean())
 
     def log_values(self) -> dict[str, float]:
         values = {"relift/buffer_size": float(len(self.waiting)), "relift/sft_steps": float(self.counters["sft_steps"]),
-                  "relift/demonstrations_used_share": self.used_share}
+                  "relift/demonstrations_used_share": self.used_share, "relift/solved_replayed": float(self.counters["solved_replayed"])}
         return values | ({} if math.isnan(self.last_sft_loss) else {"relift/sft_loss": self.last_sft_loss})
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return {
             "identity": np.array(json.dumps({"num_prompts": self.num_prompts, "pass_threshold": self.pass_threshold})),
-            "waiting": np.array(self.waiting, np.int64), "used": self.used,
+            "waiting": np.array(self.waiting, np.int64), "used": self.used, "solved": self.solved, "replayed": self.replayed,
             "counters": np.array(json.dumps(self.counters)), "last_sft_loss": np.array(self.last_sft_loss),
         }
 
@@ -114,6 +134,8 @@ class HardBuffer:
             raise ValueError(f"relift state is for another buffer: saved {str(state['identity'])}, this one {identity}")
         self.waiting = [int(index) for index in state["waiting"]]
         self.used = np.array(state["used"], bool)
+        self.solved = np.array(state["solved"], bool)
+        self.replayed = np.array(state["replayed"], bool)
         self.counters = json.loads(str(state["counters"]))
         self.last_sft_loss = float(state["last_sft_loss"])
 
@@ -221,7 +243,10 @@ class ReliftCallback(TrainerCallback):
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if state.global_step % self.args.every_n_steps == 0 and len(self.buffer.waiting) >= self.args.sft_batch_size:
-            self.buffer.last_sft_loss = self.sft_step(self.buffer.take(self.args.sft_batch_size))
+            rows = self.buffer.take(self.args.sft_batch_size)
+            if self.args.replay_solved:
+                rows += self.buffer.draw_solved(self.args.replay_solved, args.seed, multiple=self.trainer.accelerator.num_processes)
+            self.buffer.last_sft_loss = self.sft_step(rows)
             self.buffer.counters["sft_steps"] += 1
         for name, value in self.buffer.log_values().items():
             log_train_metric(self.trainer, name, value)
@@ -307,6 +332,7 @@ class GRPORelift:
         return {
             **self.buffer.counters, "buffer_size": len(self.buffer.waiting), "demonstrations_used": int(self.buffer.used.sum()),
             "demonstrations_used_share": round(self.buffer.used_share, 4),
+            "any_demonstration_share": round(float((self.buffer.used | self.buffer.replayed).mean()), 4),  # failed or replayed
             "final_sft_loss": None if math.isnan(self.buffer.last_sft_loss) else round(self.buffer.last_sft_loss, 4),
             "state_digest_per_rank": gather_object([self.buffer.digest()]),
         }

@@ -45,6 +45,13 @@ def test_a_launch_relift_cannot_run_on_is_refused_by_plan(tmp_path, launch, mess
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
+def test_solved_replay_the_processes_cannot_split_is_refused_by_plan(tmp_path):
+    with pytest.raises(ManifestError) as error:
+        load_manifest(rl_stage_manifest(tmp_path, relift={"sft_batch_size": 4, "replay_solved": 3}, launch={"profile": "ddp", "num_processes": 2}))
+    message = "field 'relift.replay_solved': 3 is not a multiple of the 2 processes"
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
 def test_the_loss_falls_on_the_demonstration_and_its_eos_only():
     tokenizer = build_tokenizer("llama")  # the tiny model's character tokenizer
     batch = demonstration_batch(tokenizer, [{"prompt": "1+2=", "sol": "3"}, {"prompt": "10+20=", "sol": "30"}], "sol", max_length=64)
@@ -62,3 +69,19 @@ def test_a_group_fails_only_when_none_of_its_scored_completions_passes():
     assert buffer.waiting == [0, 2, 4] and buffer.counters["groups_failed"] == 4 and buffer.counters["groups_seen"] == 5
     assert buffer.take(2) == [0, 2] and buffer.waiting == [4] and buffer.used_share == pytest.approx(2 / 5)
 
+
+
+def test_solved_replay_draws_only_prompts_whose_latest_group_passed_and_the_same_ones_again():
+    buffer = HardBuffer(num_prompts=6, pass_threshold=0.5)
+    buffer.record([0, 0, 1, 1, 2, 2, 3, 3], [1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0])  # 0, 2, 3 pass; 1 fails
+    buffer.record([3, 3, 4, 4], [0.0, 0.0, float("nan"), float("nan")])  # 3 fails now; 4 is unscored
+    assert buffer.solved.tolist() == [True, False, True, False, False, False]
+    twin = HardBuffer(num_prompts=6, pass_threshold=0.5)
+    twin.load_state_dict(buffer.state_dict())
+    drawn = buffer.draw_solved(5, seed=7)
+    assert sorted(drawn) == [0, 2] and drawn == twin.draw_solved(5, seed=7)  # at most what is solved, as a resume draws it
+    assert buffer.draw_solved(1, seed=7, multiple=2) == []  # one row cannot be split over two ranks
+    assert buffer.counters["solved_replayed"] == 2 and buffer.replayed.tolist() == [True, False, True, False, False, False]
+    assert buffer.used_share == 0  # the share of failed prompts' demonstrations, ReLIFT's saving, counts no replay
+    draws = {tuple(buffer.draw_solved(1, seed=seed)) for seed in range(20)}
+    assert draws == {(0,), (2,)}  # the seed decides which

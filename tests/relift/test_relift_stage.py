@@ -94,7 +94,7 @@ def relift_manifest(run_dir: Path, **launch: object) -> dict:
         "name": "grpo", "kind": "grpo",
         "data": {"recipe": "synthetic_arithmetic", "split": "train", "levels": [1, 2, 3], "num_examples": 300, "seed": 1},
         "rewards": [{"name": SIGNAL}],
-        "relift": {"sft_batch_size": 4, "learning_rate": 1e-3},
+        "relift": {"sft_batch_size": 4, "replay_solved": 2, "learning_rate": 1e-3},
         "args": {
             "max_steps": 8, "learning_rate": 1e-4, "beta": 0.0, "num_generations": 4, "per_device_train_batch_size": 16,
             "max_completion_length": 16, "logging_steps": 1, "save_steps": 4, "gradient_checkpointing": False, "report_to": "none",
@@ -126,6 +126,7 @@ def test_the_hard_buffer_survives_a_sigkill_and_resume_exactly(tmp_path):
     assert reference.returncode == 0, reference.stdout[-3000:]
     logs = relift_logs(reference_dir)
     assert logs[7]["relift/sft_steps"] > logs[3]["relift/sft_steps"] > 0  # SFT steps before and after the checkpoint the resume starts from
+    assert logs[7]["relift/solved_replayed"] > logs[3]["relift/solved_replayed"] > 0  # and solved prompts replayed in both
 
     run_dir = tmp_path / "killed"
     manifest_path = write_manifest(tmp_path / "b.yaml", relift_manifest(run_dir))
@@ -165,4 +166,5 @@ def test_two_ranks_hold_identical_buffers_and_take_the_same_sft_steps(tmp_path):
     assert metrics(run_dir, "grpo")["num_processes"] == 2
     rank0, rank1 = summary["state_digest_per_rank"]
     assert rank0 == rank1 and summary["sft_steps"] >= 2  # each rank recorded both ranks' groups, in the same order
+    assert summary["solved_replayed"] >= 2  # and drew the same solved prompts to replay
     assert summary["groups_seen"] == 8 * 8  # 8 steps x (2 x 16 completions / 4 per group)
