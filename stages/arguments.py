@@ -344,6 +344,10 @@ class ReliftArgs(BaseModel):
     """The buffer is checked after every this many GRPO steps: at most one SFT step per this many."""
     learning_rate: float | None = Field(None, gt=0)
     """Learning rate of the SFT step; null: the GRPO step's current one."""
+    lr_scheduler_type: Literal["constant", "linear", "cosine"] = "constant"
+    """How `learning_rate` moves over the stage's steps (TRL's names): held, or decayed to 0 at the last
+    step. Early large SFT steps teach what GRPO cannot find; late small ones stop pulling the model off
+    what GRPO has sharpened since (BENCHMARKS.md, "ReLIFT"). Needs `learning_rate`: null follows GRPO's."""
     max_length: int = Field(512, ge=8)
     """Prompt + demonstration tokens kept per row (the end of a longer demonstration is cut)."""
 
@@ -358,6 +362,8 @@ class ReliftArgs(BaseModel):
             return "demonstration_column", f"the data already has a column {RELIFT_INDEX_COLUMN!r}, which relift adds itself"
         if self.sft_batch_size % world_size:
             return "sft_batch_size", f"{self.sft_batch_size} is not a multiple of the {world_size} processes the stage is launched on (each takes an equal share)"
+        if self.lr_scheduler_type != "constant" and self.learning_rate is None:
+            return "lr_scheduler_type", f"{self.lr_scheduler_type!r} decays learning_rate, which is unset (null follows the GRPO step's own rate and schedule)"
         if self.replay_solved % world_size:
             return "replay_solved", f"{self.replay_solved} is not a multiple of the {world_size} processes the stage is launched on (each takes an equal share)"
         return None

@@ -248,6 +248,7 @@ class ReliftCallback(TrainerCallback):
                 rows += self.buffer.draw_solved(self.args.replay_solved, args.seed, multiple=self.trainer.accelerator.num_processes)
             self.buffer.last_sft_loss = self.sft_step(rows)
             self.buffer.counters["sft_steps"] += 1
+        log_train_metric(self.trainer, "relift/sft_learning_rate", self.learning_rate(state.global_step, state.max_steps))
         for name, value in self.buffer.log_values().items():
             log_train_metric(self.trainer, name, value)
         if control.should_save and state.is_world_process_zero:
@@ -258,6 +259,17 @@ class ReliftCallback(TrainerCallback):
         if state.is_world_process_zero and not checkpoint_file(args.output_dir, state.global_step, STATE_FILE).is_file():
             self.save(args.output_dir, state.global_step)
 
+    def learning_rate(self, step: int, max_steps: int) -> float:
+        """The SFT step's rate after GRPO step `step` of `max_steps`: GRPO's current one when `learning_rate`
+        is unset, else `learning_rate` held or decayed to 0 at `max_steps`. A function of the step alone, so a
+        resumed run takes the same steps with nothing more saved."""
+        if self.args.learning_rate is None:
+            grpo_optimizer = getattr(self.trainer.optimizer, "optimizer", self.trainer.optimizer)
+            return grpo_optimizer.param_groups[0]["lr"]
+        progress = min(step / max_steps, 1.0)
+        decay = {"constant": 1.0, "linear": 1.0 - progress, "cosine": 0.5 * (1.0 + math.cos(math.pi * progress))}
+        return self.args.learning_rate * decay[self.args.lr_scheduler_type]
+
     def sft_step(self, indices: list[int]) -> float:
         """One step of the SFT optimizer on these rows' demonstrations (this rank's share), through the
         trainer's (DDP-wrapped) model; returns the loss averaged over the ranks."""
@@ -267,10 +279,8 @@ class ReliftCallback(TrainerCallback):
         batch = demonstration_batch(trainer.processing_class, [self.dataset[index] for index in mine], self.args.demonstration_column, self.args.max_length)
         batch = {key: value.to(accelerator.device) for key, value in batch.items()}
         optimizer = self.optimizer()
-        if self.args.learning_rate is None:  # follow GRPO's schedule
-            grpo_optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
-            for group in optimizer.param_groups:
-                group["lr"] = grpo_optimizer.param_groups[0]["lr"]
+        for group in optimizer.param_groups:
+            group["lr"] = self.learning_rate(trainer.state.global_step, trainer.state.max_steps)
         try:
             with accelerator.autocast():
                 loss = trainer.model_wrapped(**batch, use_cache=False).loss

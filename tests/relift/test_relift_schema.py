@@ -6,7 +6,8 @@ import pytest
 
 from pipeline.manifest import ManifestError, load_manifest
 from stages.models import build_tokenizer
-from stages.relift import HardBuffer, demonstration_batch
+from stages.arguments import ReliftArgs
+from stages.relift import HardBuffer, ReliftCallback, demonstration_batch
 from tests.conftest import rl_stage_manifest
 
 
@@ -25,6 +26,8 @@ def test_a_valid_block_passes_the_plan(tmp_path):
         ({"signal_reward": "math_acuracy"}, "grpo", "field 'relift.signal_reward': 'math_acuracy' is not one of the stage's rewards"),
         ({"sft_batch_sise": 8}, "grpo", "field 'relift.sft_batch_sise': extra inputs are not permitted (did you mean 'sft_batch_size'?)"),
         ({"every_n_steps": 0}, "grpo", "field 'relift.every_n_steps': input should be greater than or equal to 1"),
+        ({"lr_scheduler_type": "cosine"}, "grpo", "field 'relift.lr_scheduler_type': 'cosine' decays learning_rate, which is unset"),
+        ({"learning_rate": 1e-3, "lr_scheduler_type": "cosine_with_restarts"}, "grpo", "field 'relift.lr_scheduler_type': input should be 'constant', 'linear' or 'cosine'"),
         ({}, "sft", "field 'relift': sft stages take no relift block"),
     ],
 )
@@ -50,6 +53,16 @@ def test_solved_replay_the_processes_cannot_split_is_refused_by_plan(tmp_path):
         load_manifest(rl_stage_manifest(tmp_path, relift={"sft_batch_size": 4, "replay_solved": 3}, launch={"profile": "ddp", "num_processes": 2}))
     message = "field 'relift.replay_solved': 3 is not a multiple of the 2 processes"
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("schedule, rates", [
+    ("constant", [1e-3, 1e-3, 1e-3, 1e-3]),
+    ("linear", [1e-3, 7.5e-4, 5e-4, 0.0]),
+    ("cosine", [1e-3, 1e-3 * (0.5 + 0.5 * 2 ** -0.5), 5e-4, 0.0]),
+])
+def test_the_sft_learning_rate_decays_from_learning_rate_to_zero_at_the_last_step(schedule, rates):
+    callback = ReliftCallback(ReliftArgs(learning_rate=1e-3, lr_scheduler_type=schedule), HardBuffer(1, 0.5), dataset=None)
+    assert [callback.learning_rate(step, max_steps=40) for step in (0, 10, 20, 40)] == pytest.approx(rates, abs=1e-12)
 
 
 def test_the_loss_falls_on_the_demonstration_and_its_eos_only():

@@ -49,7 +49,7 @@ def trained(tiny_model, tmp_path_factory) -> tuple[GRPORelift, list[dict], list[
         beta=0.0, num_generations=GROUP, per_device_train_batch_size=GROUP * PROMPTS_PER_BATCH, max_completion_length=8,
         logging_steps=1, save_strategy="no", report_to="none", remove_unused_columns=False, gradient_checkpointing=False, seed=0,
     )
-    relift = GRPORelift.build({"sft_batch_size": SFT_BATCH, "learning_rate": 1e-3}, args, data, [level_coin])
+    relift = GRPORelift.build({"sft_batch_size": SFT_BATCH, "learning_rate": 1e-3, "lr_scheduler_type": "linear"}, args, data, [level_coin])
     trainer = GRPOTrainer(
         model=str(tiny_model), reward_funcs=relift.rewards, args=args, train_dataset=relift.train_dataset,
         processing_class=common.load_tokenizer(str(tiny_model)), callbacks=[relift.callback],
@@ -82,6 +82,11 @@ def test_sft_steps_and_the_buffer_are_logged_with_every_step(trained):
     assert all(steps[i]["relift/sft_steps"] <= steps[i + 1]["relift/sft_steps"] for i in range(STEPS - 1))
     losses = [entry["relift/sft_loss"] for entry in steps if "relift/sft_loss" in entry]
     assert losses and all(math.isfinite(loss) and loss > 0 for loss in losses)
+    # The SFT rate decays linearly from 1e-3 to 0 at the last step, and the last SFT step really took its step's rate.
+    rates = [entry["relift/sft_learning_rate"] for entry in steps]
+    assert rates == pytest.approx([1e-3 * (1 - step / STEPS) for step in range(1, STEPS + 1)])
+    last_sft_step = max(index for index in range(STEPS) if steps[index]["relift/sft_steps"] > (steps[index - 1]["relift/sft_steps"] if index else 0))
+    assert relift.callback.optimizer().param_groups[0]["lr"] == pytest.approx(rates[last_sft_step])
     summary = relift.summary()
     assert summary["sft_steps"] == relift.buffer.counters["sft_steps"] and summary["state_digest_per_rank"] == [relift.buffer.digest()]
 
@@ -94,7 +99,7 @@ def relift_manifest(run_dir: Path, **launch: object) -> dict:
         "name": "grpo", "kind": "grpo",
         "data": {"recipe": "synthetic_arithmetic", "split": "train", "levels": [1, 2, 3], "num_examples": 300, "seed": 1},
         "rewards": [{"name": SIGNAL}],
-        "relift": {"sft_batch_size": 4, "replay_solved": 2, "learning_rate": 1e-3},
+        "relift": {"sft_batch_size": 4, "replay_solved": 2, "learning_rate": 1e-3, "lr_scheduler_type": "cosine"},
         "args": {
             "max_steps": 8, "learning_rate": 1e-4, "beta": 0.0, "num_generations": 4, "per_device_train_batch_size": 16,
             "max_completion_length": 16, "logging_steps": 1, "save_steps": 4, "gradient_checkpointing": False, "report_to": "none",
