@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 python -m bench.relift                        # every arm, seeds 0-2; cached runs are reused
     OMP_NUM_THREADS=1 python -m bench.relift --seeds 0 --arms grpo relift
+    OMP_NUM_THREADS=1 python -m bench.relift --steps 300 --arms grpo replay_lr3e-4   # in bench/relift_results/steps300/
 
 From the repository root. Each step is cached, so an interrupted bench resumes:
 
@@ -10,14 +11,15 @@ From the repository root. Each step is cached, so an interrupted bench resumes:
    (4 MB, committed, so a later session on another CPU adds runs from the same weights). Its weights' hash
    keys every result.
 2. **GRPO runs**, one per (arm, seed): a one-stage manifest, the quickstart's `grpo` args without its
-   curriculum (TRL's shuffle), `max_steps` STEPS on a pool of 600 prompts of levels 1-6, seed = the
-   manifest seed. Arms (`ARMS`): `grpo` (plain) and three `relift` arms, the same plus a `relift:` block with
-   the SFT step's learning rate 1e-3, 1e-4 or GRPO's own; its demonstrations are the pool's `completion`
+   curriculum (TRL's shuffle), `--steps` (default STEPS) on a pool of 600 prompts of levels 1-6, seed = the
+   manifest seed. Arms (`ARMS`): `grpo` (plain) and `relift` arms, the same plus a `relift:` block: hard
+   demonstrations only at SFT learning rates 1e-3, 1e-4 or GRPO's own, or with `replay_solved` 8 or 16
+   demonstrations of solved prompts in each SFT step; the demonstrations are the pool's `completion`
    column, the worked solutions SFT trains on.
 3. **Held-out accuracy** of the final model: greedy `math_accuracy` on levels 1-6 x 50 test problems
    (bench/curriculum.py's balanced held-out set and evaluator), per level; and of the start.
 
-Each run lands in bench/relift_results/runs/<arm>_seed<n>.json (held-out accuracy, ReLIFT's summary from
+Each run lands in bench/relift_results/runs/<arm>_seed<n>.json (`steps<N>/runs/` for another `--steps`) (held-out accuracy, ReLIFT's summary from
 the stage metrics: SFT steps, demonstrations used and their share of the pool, which is what SFT on all of
 them would take); checkpoints are deleted. `table.md` is rebuilt from whatever runs exist: per arm the
 seed-mean per-level accuracy, and relift minus grpo per seed on levels 1-3 and 4-6.
@@ -47,6 +49,16 @@ ARMS: dict[str, dict[str, Any] | None] = {
     "relift": {"sft_batch_size": 8, "learning_rate": 1.0e-3},
     "relift_lr1e-4": {"sft_batch_size": 8, "learning_rate": 1.0e-4},
     "relift_grpo_lr": {"sft_batch_size": 8},  # the GRPO step's own learning rate (3e-5)
+    # Each SFT step also replays 8 demonstrations of prompts GRPO solves (hard ones alone overwrite them).
+    "replay_lr3e-4": {"sft_batch_size": 8, "replay_solved": 8, "learning_rate": 3.0e-4},
+    "replay_lr1e-3": {"sft_batch_size": 8, "replay_solved": 8, "learning_rate": 1.0e-3},
+    "replay16_lr3e-4": {"sft_batch_size": 8, "replay_solved": 16, "learning_rate": 3.0e-4},
+    "replay16_lr5e-4": {"sft_batch_size": 8, "replay_solved": 16, "learning_rate": 5.0e-4},
+    "replay32_lr5e-4": {"sft_batch_size": 8, "replay_solved": 32, "learning_rate": 5.0e-4},
+    "replay32_lr3e-4": {"sft_batch_size": 8, "replay_solved": 32, "learning_rate": 3.0e-4},
+    "replay16_lr5e-4_every2": {"sft_batch_size": 8, "replay_solved": 16, "learning_rate": 5.0e-4, "every_n_steps": 2},
+    "replay16_lr5e-4_cosine": {"sft_batch_size": 8, "replay_solved": 16, "learning_rate": 5.0e-4, "lr_scheduler_type": "cosine"},
+    "replay16_lr1e-3_cosine": {"sft_batch_size": 8, "replay_solved": 16, "learning_rate": 1.0e-3, "lr_scheduler_type": "cosine"},
 }
 HELD_OUT = "balanced"  # bench/curriculum.py's regime whose held-out set is levels 1-6 x 50 (test split)
 EASY, HARD = ("1", "2", "3"), ("4", "5", "6")
@@ -55,7 +67,9 @@ COMMITTED_START = Path(__file__).resolve().parent / "relift_results" / "sft_star
 
 class Bench:
     def __init__(self, options: argparse.Namespace) -> None:
-        self.work, self.out = Path(options.work_dir), Path(options.out)
+        self.work, self.out, self.steps = Path(options.work_dir), Path(options.out), options.steps
+        # Runs of another length are another experiment, with their own runs/ and table.md.
+        self.results = self.out if self.steps == STEPS else self.out / f"steps{self.steps}"
         self.sft_model = self.train_sft_start()
         self.sft_hash = hashlib.sha256((self.sft_model / "model.safetensors").read_bytes()).hexdigest()[:16]
         self.evaluator = Evaluator(HELD_OUT, str(self.sft_model))
@@ -71,10 +85,10 @@ class Bench:
         stage.pop("curriculum")
         stage["model"] = "base"
         stage["data"] = {"recipe": "synthetic_arithmetic", **POOL}
-        stage["args"] |= {"max_steps": STEPS, "save_steps": STEPS, "logging_steps": 1}
+        stage["args"] |= {"max_steps": self.steps, "save_steps": self.steps, "logging_steps": 1}
         if ARMS[arm] is not None:
             stage["relift"] = ARMS[arm]
-        return {"run_dir": str(self.work / f"{arm}_seed{seed}"), "seed": seed, "base_model": str(self.sft_model.resolve()),
+        return {"run_dir": str(self.work / f"{arm}_seed{seed}_steps{self.steps}"), "seed": seed, "base_model": str(self.sft_model.resolve()),
                 "decontamination": {"enabled": False}, "stages": [stage]}
 
     def run(self, arm: str, seed: int) -> dict[str, Any]:
@@ -82,8 +96,10 @@ class Bench:
         identity = {"sft": self.sft_hash, "stage": manifest["stages"][0], "seed": seed}
         if ARMS[arm] is not None:  # the SFT steps' own AdamW; runs from when they shared GRPO's are in shared_adam/
             identity["sft_optimizer"] = "own"
+        if (ARMS[arm] or {}).get("replay_solved"):  # runs before replays were counted apart from the failed prompts' share
+            identity["shares"] = "failed prompts only"
         key = key_of(identity)
-        path = self.out / "runs" / f"{arm}_seed{seed}.json"
+        path = self.results / "runs" / f"{arm}_seed{seed}.json"
         if path.is_file() and json.loads(path.read_text())["key"] == key:
             return json.loads(path.read_text())
         print(f"running {arm} seed {seed}", flush=True)
@@ -157,6 +173,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument("--steps", type=int, default=STEPS, help="GRPO steps per run (both arms)")
     parser.add_argument("--work-dir", default="runs/bench_relift")
     parser.add_argument("--out", default="bench/relift_results")
     options = parser.parse_args()
@@ -166,10 +183,10 @@ def main() -> None:
     for seed in options.seeds:
         for arm in options.arms:
             bench.run(arm, seed)
-    results = [json.loads(path.read_text()) for path in sorted((bench.out / "runs").glob("*_seed*.json"))]
+    results = [json.loads(path.read_text()) for path in sorted((bench.results / "runs").glob("*_seed*.json"))]
     results = [run for run in results if run["sft"] == bench.sft_hash]
     table = markdown(start, results)
-    (bench.out / "table.md").write_text(table)
+    (bench.results / "table.md").write_text(table)
     print(table)
 
 
