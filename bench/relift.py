@@ -58,6 +58,7 @@ ARMS: dict[str, dict[str, Any] | None] = {
     "replay32_lr3e-4": {"sft_batch_size": 8, "replay_solved": 32, "learning_rate": 3.0e-4},
     "replay16_lr5e-4_every2": {"sft_batch_size": 8, "replay_solved": 16, "learning_rate": 5.0e-4, "every_n_steps": 2},
     "replay16_lr5e-4_cosine": {"sft_batch_size": 8, "replay_solved": 16, "learning_rate": 5.0e-4, "lr_scheduler_type": "cosine"},
+    "replay16_lr7e-4_cosine": {"sft_batch_size": 8, "replay_solved": 16, "learning_rate": 7.0e-4, "lr_scheduler_type": "cosine"},
     "replay16_lr1e-3_cosine": {"sft_batch_size": 8, "replay_solved": 16, "learning_rate": 1.0e-3, "lr_scheduler_type": "cosine"},
 }
 HELD_OUT = "balanced"  # bench/curriculum.py's regime whose held-out set is levels 1-6 x 50 (test split)
@@ -169,6 +170,45 @@ def markdown(start: dict[str, float], results: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot(results: list[dict[str, Any]], path: Path, steps: int) -> None:
+    """Per relift arm and seed, relift minus plain GRPO on levels 1-3 (x) against levels 4-6 (y), with the
+    issue's goal (4-6 at least +10 points, 1-3 no worse) shaded: where each setting sits on the trade-off."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_key = {(run["arm"], run["seed"]): run["held_out"] for run in results}
+    figure, axis = plt.subplots(figsize=(11, 5))
+    points = []
+    for arm in [name for name, block in ARMS.items() if block is not None]:
+        pairs = [(mean_of(by_key[arm, seed], EASY) - mean_of(by_key["grpo", seed], EASY), mean_of(by_key[arm, seed], HARD) - mean_of(by_key["grpo", seed], HARD))
+                 for arm_name, seed in by_key if arm_name == arm and ("grpo", seed) in by_key]
+        if pairs:
+            xs, ys = zip(*pairs)
+            (line,) = axis.plot(xs, ys, "o", alpha=0.5)
+            axis.plot(np.mean(xs), np.mean(ys), "*", markersize=14, color=line.get_color(), label=f"{arm} ({len(pairs)} seeds; star: mean)")
+            points += pairs
+    if not points:
+        plt.close(figure)
+        return
+    left, right = min(-0.1, *(x for x, _ in points)) - 0.02, max(0.05, *(x for x, _ in points)) + 0.02
+    top = max(0.15, *(y for _, y in points)) + 0.02
+    axis.fill_between([0, right], 0.10, top, color="green", alpha=0.1, label="goal: 4-6 >= +0.10, 1-3 >= 0")
+    axis.axvline(0, color="grey", linewidth=0.8)
+    axis.axhline(0, color="grey", linewidth=0.8)
+    axis.set_xlim(left, right)
+    axis.set_ylim(min(-0.05, *(y for _, y in points)) - 0.02, top)
+    axis.set_xlabel("relift minus GRPO, held-out accuracy on levels 1-3 (seen in SFT)")
+    axis.set_ylabel("relift minus GRPO, levels 4-6 (never seen in SFT)")
+    axis.set_title(f"ReLIFT vs plain GRPO, {steps} steps from an SFT start on levels 1-3 (bench/relift.py)", fontsize=9)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -187,6 +227,7 @@ def main() -> None:
     results = [run for run in results if run["sft"] == bench.sft_hash]
     table = markdown(start, results)
     (bench.results / "table.md").write_text(table)
+    plot(results, bench.results / "relift.png", bench.steps)
     print(table)
 
 

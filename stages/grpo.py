@@ -25,7 +25,8 @@ from typing import Any
 from stages import common
 from stages.arguments import StageFile
 
-CURVES = ["reward", "frac_reward_zero_std", "loss", "completions/mean_length"]
+# The relift/* panels appear only when a relift block logged them (plot_curves skips absent keys).
+CURVES = ["reward", "frac_reward_zero_std", "loss", "completions/mean_length", "relift/buffer_size", "relift/sft_loss", "relift/sft_learning_rate"]
 
 
 def last_logged(log_history: list[dict[str, Any]], key: str) -> float | None:
