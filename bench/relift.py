@@ -143,23 +143,25 @@ def mean_of(held_out: dict[str, float], levels: tuple[str, ...]) -> float:
 def markdown(start: dict[str, float], results: list[dict[str, Any]]) -> str:
     """Per arm, the seed-mean per-level held-out accuracy; then relift - grpo per seed on levels 1-3 and 4-6."""
     levels = [str(level) for level in range(1, 7)]
-    lines = ["| model | seeds | " + " | ".join(f"L{level}" for level in levels) + " | L1-3 | L4-6 | all | demos used (share of pool) | SFT steps |",
-             "|---|---|" + "---|" * (len(levels) + 5)]
+    lines = ["| model | seeds | " + " | ".join(f"L{level}" for level in levels) + " | L1-3 | L4-6 | all | failed prompts' demos used (share of pool) | any demo used, replays too (share) | demos trained on, with repeats | SFT steps |",
+             "|---|---|" + "---|" * (len(levels) + 7)]
     lines.append("| SFT start (L1-3) | - | " + " | ".join(f"{start[level]:.2f}" for level in levels)
-                 + f" | {mean_of(start, EASY):.3f} | {mean_of(start, HARD):.3f} | {start['mean']:.3f} | - | - |")
+                 + f" | {mean_of(start, EASY):.3f} | {mean_of(start, HARD):.3f} | {start['mean']:.3f} | - | - | - | - |")
     for arm in ARMS:
         runs = [run for run in results if run["arm"] == arm]
         if not runs:
             continue
         mean = {key: float(np.mean([run["held_out"][key] for run in runs])) for key in [*levels, "mean"]}
-        demos = "-"
-        steps = "-"
+        demos = any_share = passes = steps = "-"
         if ARMS[arm] is not None:
             used = [run["relift"]["demonstrations_used"] for run in runs]
             demos = f"{np.mean(used):.0f} ({np.mean([run['relift']['demonstrations_used_share'] for run in runs]):.3f})"
+            # Runs from before solved replay have neither count: nothing but failed prompts was trained on.
+            any_share = f"{np.mean([run['relift'].get('any_demonstration_share', run['relift']['demonstrations_used_share']) for run in runs]):.3f}"
+            passes = f"{np.mean([run['relift']['demonstrations_trained'] + run['relift'].get('solved_replayed', 0) for run in runs]):.0f}"
             steps = f"{np.mean([run['relift']['sft_steps'] for run in runs]):.1f}"
         lines.append(f"| {arm} | {','.join(str(run['seed']) for run in runs)} | " + " | ".join(f"{mean[level]:.2f}" for level in levels)
-                     + f" | {mean_of(mean, EASY):.3f} | {mean_of(mean, HARD):.3f} | {mean['mean']:.3f} | {demos} | {steps} |")
+                     + f" | {mean_of(mean, EASY):.3f} | {mean_of(mean, HARD):.3f} | {mean['mean']:.3f} | {demos} | {any_share} | {passes} | {steps} |")
     lines += ["", "| arm | seed | minus grpo, L1-3 | minus grpo, L4-6 |", "|---|---|---|---|"]
     by_key = {(run["arm"], run["seed"]): run for run in results}
     for arm in [name for name, block in ARMS.items() if block is not None]:

@@ -7,6 +7,8 @@ demonstrations (the data's worked solutions), so the model learns what it could 
 demonstrations of failed prompts are used: the share of the data they make up is what ReLIFT saves
 against SFT on all of it, and is logged. `replay_solved` adds demonstrations of prompts GRPO already
 solves to each SFT step: on a small model, SFT on the hardest prompts alone overwrites what it solved.
+`lr_scheduler_type` decays the SFT steps' rate to 0 over the stage: large early steps teach the format GRPO
+cannot find, and the small late ones leave GRPO to sharpen what was learned (BENCHMARKS.md, "ReLIFT").
 
 How it fits TRL (the couplings are pinned in tests/curriculum/test_trl_contract.py):
 
