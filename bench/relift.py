@@ -60,6 +60,7 @@ ARMS: dict[str, dict[str, Any] | None] = {
     "replay16_lr5e-4_cosine": {"sft_batch_size": 8, "replay_solved": 16, "learning_rate": 5.0e-4, "lr_scheduler_type": "cosine"},
     "replay16_lr7e-4_cosine": {"sft_batch_size": 8, "replay_solved": 16, "learning_rate": 7.0e-4, "lr_scheduler_type": "cosine"},
     "replay16_lr1e-3_cosine": {"sft_batch_size": 8, "replay_solved": 16, "learning_rate": 1.0e-3, "lr_scheduler_type": "cosine"},
+    "replay32_lr1e-3_cosine": {"sft_batch_size": 8, "replay_solved": 32, "learning_rate": 1.0e-3, "lr_scheduler_type": "cosine"},
 }
 HELD_OUT = "balanced"  # bench/curriculum.py's regime whose held-out set is levels 1-6 x 50 (test split)
 EASY, HARD = ("1", "2", "3"), ("4", "5", "6")

@@ -3,7 +3,8 @@
 Its second table is the forgetting table: one row per model the manifest evaluates (the base model
 and each stage an eval stage starts from), one column per eval set, pass@1 in each cell. When a
 chain evaluates each stage's model on the same sets, reading down a column shows what each stage
-gained on that set, and what a later stage lost (forgot) on sets it did not train on. A third table,
+gained on that set, and what a later stage lost (forgot) on sets it did not train on. A third gives
+pass@1 per difficulty level for the evals that report levels. A fourth,
 for eval stages that draw several samples per problem, puts pass@k, majority vote and each verifier's
 best-of-n and weighted vote (a PRM's, say) side by side.
 """
@@ -63,6 +64,27 @@ def sampled_eval_table(plan: Plan, ledger: Ledger) -> list[str]:
     return lines
 
 
+def by_level_table(plan: Plan, ledger: Ledger) -> list[str]:
+    """Markdown lines: pass@1 per difficulty level, one row per finished eval stage that reported levels
+    (its `difficulty_column`). A chain that evaluates every model on one levelled set shows here which
+    levels each stage moved, which the overall figure averages away."""
+    rows = []
+    for stage in plan.stages:
+        entry = ledger.entry(stage.name) or {}
+        by_level = (entry.get("metrics") or {}).get("by_level") or {}
+        if stage.kind == "eval" and entry.get("state") == "done" and by_level:
+            rows.append((stage, by_level))
+    if not rows:
+        return []
+    levels = sorted({level for _, by_level in rows for level in by_level}, key=lambda level: (0, int(level), "") if level.isdigit() else (1, 0, level))
+    lines = ["", "## pass@1 by level", "", "| eval stage | model | eval set | " + " | ".join(f"L{level}" for level in levels) + " |",
+             "|---|---|---|" + "---:|" * len(levels)]
+    for stage, by_level in rows:
+        cells = " | ".join(f"{by_level[level]['pass@1']:.2f}" if "pass@1" in by_level.get(level, {}) else "" for level in levels)
+        lines.append(f"| {stage.name} | {stage.upstream or 'base'} | {eval_set_label(stage.resolved.data)} | {cells} |")
+    return lines
+
+
 def write_report(plan: Plan, ledger: Ledger) -> str:
     lines = [f"# gradus run: {plan.run_dir}", "", "| stage | kind | state | duration | key metric |", "|---|---|---|---:|---|"]
     for stage in plan.stages:
@@ -76,6 +98,7 @@ def write_report(plan: Plan, ledger: Ledger) -> str:
         lines += ["", "## pass@1 by model and eval set", "", "| model | " + " | ".join(sets) + " |", "|---|" + "---:|" * len(sets)]
         for model in models:
             lines.append(f"| {model} | " + " | ".join(f"{cells[(model, label)]:.3f}" if (model, label) in cells else "" for label in sets) + " |")
+    lines += by_level_table(plan, ledger)
     lines += sampled_eval_table(plan, ledger)
     text = "\n".join(lines) + "\n"
     (plan.run_dir / "report.md").write_text(text)

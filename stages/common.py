@@ -328,8 +328,12 @@ def plot_curves(log_history: list[dict[str, Any]], keys: list[str], path: Path) 
     present = [key for key in keys if any(key in entry for entry in log_history)]
     if not present:
         return
-    figure, axes = plt.subplots(1, len(present), figsize=(4.5 * len(present), 3.2), squeeze=False)
-    for axis, key in zip(axes[0], present):
+    columns = min(4, len(present))  # rows of at most four panels
+    rows = -(-len(present) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.5 * columns, 3.2 * rows), squeeze=False)
+    for axis in axes.flat[len(present):]:
+        axis.set_visible(False)
+    for axis, key in zip(axes.flat, present):
         points = [(entry["step"], entry[key]) for entry in log_history if key in entry and "step" in entry]
         axis.plot(*zip(*points), marker=".")
         axis.set_xlabel("step")

@@ -25,3 +25,18 @@ def test_greedy_eval_fills_the_forgetting_table_and_sampled_evals_get_their_own(
     assert "| sft | 0.625 |" in report  # the greedy figure, not the sampled pass@1 that came after it
     assert "| eval_best_of_4 | sft | synthetic_arithmetic:test | 0.250 | 0.500 | 0.375 | 0.125 |" in report
     assert (plan.run_dir / "report.md").read_text() == report
+
+
+def test_evals_that_report_levels_get_a_pass_at_1_row_per_level(tmp_path):
+    manifest = tiny_manifest(tmp_path / "run")
+    manifest["stages"].append({**manifest["stages"][1], "name": "eval_again"})
+    plan = make_plan(load_manifest(write_manifest(tmp_path / "m.yaml", manifest)))
+    ledger = Ledger(plan.run_dir)
+    levels = {"10": {"n": 4, "pass@1": 0.0}, "2": {"n": 4, "pass@1": 0.75}, "1": {"n": 4, "pass@1": 1.0}}
+    ledger.update("eval", state="done", metrics={"accuracy": 0.58, "samples_per_item": 1, "by_level": levels})
+    ledger.update("eval_again", state="done", metrics={"accuracy": 1.0, "samples_per_item": 1, "by_level": {"1": {"n": 4, "pass@1": 1.0}}})
+
+    report = write_report(plan, ledger)
+    assert "| eval stage | model | eval set | L1 | L2 | L10 |" in report  # levels in numeric order
+    assert "| eval | sft | synthetic_arithmetic:test | 1.00 | 0.75 | 0.00 |" in report
+    assert "| eval_again | sft | synthetic_arithmetic:test | 1.00 |  |  |" in report  # a level it did not score stays empty
