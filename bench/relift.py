@@ -1,8 +1,8 @@
 """ReLIFT against plain GRPO from an SFT start that never saw the hard levels.
 
-    OMP_NUM_THREADS=1 python -m bench.relift                        # every arm, seeds 0-2; cached runs are reused
-    OMP_NUM_THREADS=1 python -m bench.relift --seeds 0 --arms grpo relift
-    OMP_NUM_THREADS=1 python -m bench.relift --steps 300 --arms grpo replay_lr3e-4   # in bench/relift_results/steps300/
+    OMP_NUM_THREADS=1 python -m bench.relift              # plain GRPO and the chosen relift arm, 300 steps, seeds 0-4
+    OMP_NUM_THREADS=1 python -m bench.relift --seeds 0 1 2 --arms grpo replay16_lr5e-4_cosine
+    OMP_NUM_THREADS=1 python -m bench.relift --steps 100 --arms grpo relift   # in bench/relift_results/steps100/
 
 From the repository root. Each step is cached, so an interrupted bench resumes:
 
@@ -12,17 +12,17 @@ From the repository root. Each step is cached, so an interrupted bench resumes:
    keys every result.
 2. **GRPO runs**, one per (arm, seed): a one-stage manifest, the quickstart's `grpo` args without its
    curriculum (TRL's shuffle), `--steps` (default STEPS) on a pool of 600 prompts of levels 1-6, seed = the
-   manifest seed. Arms (`ARMS`): `grpo` (plain) and `relift` arms, the same plus a `relift:` block: hard
-   demonstrations only at SFT learning rates 1e-3, 1e-4 or GRPO's own, or with `replay_solved` 8 or 16
-   demonstrations of solved prompts in each SFT step; the demonstrations are the pool's `completion`
-   column, the worked solutions SFT trains on.
+   manifest seed. Arms (`ARMS`): `grpo` (plain) and relift arms, the same plus a `relift:` block (hard
+   demonstrations alone or with `replay_solved`, at several SFT learning rates, held or decayed); the
+   demonstrations are the pool's `completion` column, the worked solutions SFT trains on.
 3. **Held-out accuracy** of the final model: greedy `math_accuracy` on levels 1-6 x 50 test problems
    (bench/curriculum.py's balanced held-out set and evaluator), per level; and of the start.
 
-Each run lands in bench/relift_results/runs/<arm>_seed<n>.json (`steps<N>/runs/` for another `--steps`) (held-out accuracy, ReLIFT's summary from
-the stage metrics: SFT steps, demonstrations used and their share of the pool, which is what SFT on all of
-them would take); checkpoints are deleted. `table.md` is rebuilt from whatever runs exist: per arm the
-seed-mean per-level accuracy, and relift minus grpo per seed on levels 1-3 and 4-6.
+Each run lands in bench/relift_results/steps<N>/runs/<arm>_seed<n>.json (held-out accuracy, ReLIFT's summary
+from the stage metrics: SFT steps, demonstrations used and their share of the pool, which is what SFT on all
+of them would take); checkpoints are deleted. `steps<N>/table.md` is rebuilt from whatever runs of that
+length exist: per arm the seed-mean per-level accuracy, and relift minus grpo per seed on levels 1-3 and 4-6;
+`steps<N>/relift.png` plots the same differences.
 """
 
 from __future__ import annotations
@@ -39,11 +39,11 @@ import numpy as np
 
 from bench.curriculum import Evaluator, committed_sft_start, gradus_run, key_of, quickstart_stage, write_json
 
-STEPS = 100
+STEPS = 300  # level 4 takes off after about 100 SFT steps: at 100 GRPO steps no arm gained (BENCHMARKS.md)
 POOL = {"split": "train", "levels": list(range(1, 7)), "num_examples": 600, "seed": 1}
 SFT_LEVELS = [1, 2, 3]
-# Each arm's relift block (None: plain GRPO): the same SFT batch at three learning rates for the SFT steps'
-# own AdamW (stages/relift.py).
+# Each arm's relift block (None: plain GRPO), for the SFT steps' own AdamW (stages/relift.py). The first three
+# train on failed prompts' demonstrations alone; the others also replay solved ones.
 ARMS: dict[str, dict[str, Any] | None] = {
     "grpo": None,
     "relift": {"sft_batch_size": 8, "learning_rate": 1.0e-3},
@@ -62,6 +62,7 @@ ARMS: dict[str, dict[str, Any] | None] = {
     "replay16_lr1e-3_cosine": {"sft_batch_size": 8, "replay_solved": 16, "learning_rate": 1.0e-3, "lr_scheduler_type": "cosine"},
     "replay32_lr1e-3_cosine": {"sft_batch_size": 8, "replay_solved": 32, "learning_rate": 1.0e-3, "lr_scheduler_type": "cosine"},
 }
+CHOSEN = "replay16_lr1e-3_cosine"  # examples/relift.yaml's block
 HELD_OUT = "balanced"  # bench/curriculum.py's regime whose held-out set is levels 1-6 x 50 (test split)
 EASY, HARD = ("1", "2", "3"), ("4", "5", "6")
 COMMITTED_START = Path(__file__).resolve().parent / "relift_results" / "sft_start"
@@ -70,8 +71,7 @@ COMMITTED_START = Path(__file__).resolve().parent / "relift_results" / "sft_star
 class Bench:
     def __init__(self, options: argparse.Namespace) -> None:
         self.work, self.out, self.steps = Path(options.work_dir), Path(options.out), options.steps
-        # Runs of another length are another experiment, with their own runs/ and table.md.
-        self.results = self.out if self.steps == STEPS else self.out / f"steps{self.steps}"
+        self.results = self.out / f"steps{self.steps}"  # runs of another length are another experiment
         self.sft_model = self.train_sft_start()
         self.sft_hash = hashlib.sha256((self.sft_model / "model.safetensors").read_bytes()).hexdigest()[:16]
         self.evaluator = Evaluator(HELD_OUT, str(self.sft_model))
@@ -129,7 +129,7 @@ class Bench:
         return result
 
     def start_accuracy(self) -> dict[str, float]:
-        path = self.out / "runs" / "start.json"
+        path = self.out / "start.json"
         if path.is_file() and json.loads(path.read_text())["sft"] == self.sft_hash:
             return json.loads(path.read_text())["held_out"]
         held_out = self.evaluator(self.sft_model)
@@ -214,8 +214,8 @@ def plot(results: list[dict[str, Any]], path: Path, steps: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--arms", nargs="+", default=["grpo", CHOSEN], choices=list(ARMS))
     parser.add_argument("--steps", type=int, default=STEPS, help="GRPO steps per run (both arms)")
     parser.add_argument("--work-dir", default="runs/bench_relift")
     parser.add_argument("--out", default="bench/relift_results")
