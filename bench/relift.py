@@ -62,7 +62,7 @@ ARMS: dict[str, dict[str, Any] | None] = {
     "replay16_lr1e-3_cosine": {"sft_batch_size": 8, "replay_solved": 16, "learning_rate": 1.0e-3, "lr_scheduler_type": "cosine"},
     "replay32_lr1e-3_cosine": {"sft_batch_size": 8, "replay_solved": 32, "learning_rate": 1.0e-3, "lr_scheduler_type": "cosine"},
 }
-CHOSEN = "replay16_lr1e-3_cosine"  # examples/relift.yaml's block
+CHOSEN = "replay32_lr1e-3_cosine"  # examples/relift.yaml's block
 HELD_OUT = "balanced"  # bench/curriculum.py's regime whose held-out set is levels 1-6 x 50 (test split)
 EASY, HARD = ("1", "2", "3"), ("4", "5", "6")
 COMMITTED_START = Path(__file__).resolve().parent / "relift_results" / "sft_start"
