@@ -12,9 +12,10 @@ best-of-n and weighted vote (a PRM's, say) side by side.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pipeline.ledger import Ledger
-from pipeline.plan import Plan
+from pipeline.plan import Plan, PlannedStage
 from stages.arguments import DataBlock
 
 
@@ -25,6 +26,21 @@ def eval_set_label(data: DataBlock) -> str:
     return f"{data.recipe}:{detail}" if detail else data.recipe
 
 
+def finished_evals(plan: Plan, ledger: Ledger) -> list[tuple[PlannedStage, dict[str, Any]]]:
+    """(stage, metrics) of every eval stage the ledger says is done, in chain order: what each table reads."""
+    finished = []
+    for stage in plan.stages:
+        entry = ledger.entry(stage.name) or {}
+        if stage.kind == "eval" and entry.get("state") == "done":
+            finished.append((stage, entry.get("metrics") or {}))
+    return finished
+
+
+def eval_row(stage: PlannedStage, cells: list[str]) -> str:
+    """A markdown row naming the eval stage, the model it scored and its eval set, then `cells`."""
+    return f"| {stage.name} | {stage.upstream or 'base'} | {eval_set_label(stage.resolved.data)} | " + " | ".join(cells) + " |"
+
+
 def forgetting_table(plan: Plan, ledger: Ledger) -> tuple[list[str], list[str], dict[tuple[str, str], float]]:
     """(models in chain order, eval sets, pass@1 by (model, set)) over the eval stages that are done.
 
@@ -33,34 +49,25 @@ def forgetting_table(plan: Plan, ledger: Ledger) -> tuple[list[str], list[str], 
     models: list[str] = []
     sets: list[str] = []
     cells: dict[tuple[str, str], float] = {}
-    for stage in plan.stages:
-        entry = ledger.entry(stage.name) or {}
-        if stage.kind != "eval" or entry.get("state") != "done":
-            continue
+    for stage, metrics in finished_evals(plan, ledger):
         model, label = stage.upstream or "base", eval_set_label(stage.resolved.data)
         models += [model] if model not in models else []
         sets += [label] if label not in sets else []
-        if entry["metrics"].get("samples_per_item", 1) == 1 or (model, label) not in cells:
-            cells[(model, label)] = entry["metrics"]["accuracy"]
+        if metrics.get("samples_per_item", 1) == 1 or (model, label) not in cells:
+            cells[(model, label)] = metrics["accuracy"]
     return models, sets, cells
 
 
 def sampled_eval_table(plan: Plan, ledger: Ledger) -> list[str]:
     """Markdown lines: one row per finished eval stage with several samples per problem, every overall metric."""
-    rows = []
-    for stage in plan.stages:
-        entry = ledger.entry(stage.name) or {}
-        metrics = entry.get("metrics") or {}
-        if stage.kind == "eval" and entry.get("state") == "done" and metrics.get("samples_per_item", 1) > 1:
-            rows.append((stage, metrics["overall"]))
+    rows = [(stage, metrics["overall"]) for stage, metrics in finished_evals(plan, ledger) if metrics.get("samples_per_item", 1) > 1]
     if not rows:
         return []
     columns = list(dict.fromkeys(key for _, overall in rows for key in overall))
     lines = ["", "## sampled evals: pass@k, majority vote, verifiers", "",
              "| eval stage | model | eval set | " + " | ".join(columns) + " |", "|---|---|---|" + "---:|" * len(columns)]
     for stage, overall in rows:
-        cells = " | ".join(f"{overall[key]:.3f}" if key in overall else "" for key in columns)
-        lines.append(f"| {stage.name} | {stage.upstream or 'base'} | {eval_set_label(stage.resolved.data)} | {cells} |")
+        lines.append(eval_row(stage, [f"{overall[key]:.3f}" if key in overall else "" for key in columns]))
     return lines
 
 
@@ -68,20 +75,14 @@ def by_level_table(plan: Plan, ledger: Ledger) -> list[str]:
     """Markdown lines: pass@1 per difficulty level, one row per finished eval stage that reported levels
     (its `difficulty_column`). A chain that evaluates every model on one levelled set shows here which
     levels each stage moved, which the overall figure averages away."""
-    rows = []
-    for stage in plan.stages:
-        entry = ledger.entry(stage.name) or {}
-        by_level = (entry.get("metrics") or {}).get("by_level") or {}
-        if stage.kind == "eval" and entry.get("state") == "done" and by_level:
-            rows.append((stage, by_level))
+    rows = [(stage, metrics["by_level"]) for stage, metrics in finished_evals(plan, ledger) if metrics.get("by_level")]
     if not rows:
         return []
     levels = sorted({level for _, by_level in rows for level in by_level}, key=lambda level: (0, int(level), "") if level.isdigit() else (1, 0, level))
     lines = ["", "## pass@1 by level", "", "| eval stage | model | eval set | " + " | ".join(f"L{level}" for level in levels) + " |",
              "|---|---|---|" + "---:|" * len(levels)]
     for stage, by_level in rows:
-        cells = " | ".join(f"{by_level[level]['pass@1']:.2f}" if "pass@1" in by_level.get(level, {}) else "" for level in levels)
-        lines.append(f"| {stage.name} | {stage.upstream or 'base'} | {eval_set_label(stage.resolved.data)} | {cells} |")
+        lines.append(eval_row(stage, [f"{by_level[level]['pass@1']:.2f}" if "pass@1" in by_level.get(level, {}) else "" for level in levels]))
     return lines
 
 
