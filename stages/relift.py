@@ -244,13 +244,14 @@ class ReliftCallback(TrainerCallback):
             torch.save(self._optimizer.state_dict(), checkpoint_file(output_dir, step, OPTIMIZER_FILE))
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        rate = self.learning_rate(state.global_step, state.max_steps)
         if state.global_step % self.args.every_n_steps == 0 and len(self.buffer.waiting) >= self.args.sft_batch_size:
             rows = self.buffer.take(self.args.sft_batch_size)
             if self.args.replay_solved:
                 rows += self.buffer.draw_solved(self.args.replay_solved, args.seed, multiple=self.trainer.accelerator.num_processes)
-            self.buffer.last_sft_loss = self.sft_step(rows)
+            self.buffer.last_sft_loss = self.sft_step(rows, rate)
             self.buffer.counters["sft_steps"] += 1
-        log_train_metric(self.trainer, "relift/sft_learning_rate", self.learning_rate(state.global_step, state.max_steps))
+        log_train_metric(self.trainer, "relift/sft_learning_rate", rate)
         for name, value in self.buffer.log_values().items():
             log_train_metric(self.trainer, name, value)
         if control.should_save and state.is_world_process_zero:
@@ -272,9 +273,9 @@ class ReliftCallback(TrainerCallback):
         decay = {"constant": 1.0, "linear": 1.0 - progress, "cosine": 0.5 * (1.0 + math.cos(math.pi * progress))}
         return self.args.learning_rate * decay[self.args.lr_scheduler_type]
 
-    def sft_step(self, indices: list[int]) -> float:
-        """One step of the SFT optimizer on these rows' demonstrations (this rank's share), through the
-        trainer's (DDP-wrapped) model; returns the loss averaged over the ranks."""
+    def sft_step(self, indices: list[int], learning_rate: float) -> float:
+        """One step of the SFT optimizer at `learning_rate` on these rows' demonstrations (this rank's share),
+        through the trainer's (DDP-wrapped) model; returns the loss averaged over the ranks."""
         trainer = self.trainer
         accelerator = trainer.accelerator
         mine = indices[accelerator.process_index :: accelerator.num_processes]
@@ -282,7 +283,7 @@ class ReliftCallback(TrainerCallback):
         batch = {key: value.to(accelerator.device) for key, value in batch.items()}
         optimizer = self.optimizer()
         for group in optimizer.param_groups:
-            group["lr"] = self.learning_rate(trainer.state.global_step, trainer.state.max_steps)
+            group["lr"] = learning_rate
         try:
             with accelerator.autocast():
                 loss = trainer.model_wrapped(**batch, use_cache=False).loss
