@@ -141,6 +141,18 @@ def mean_of(held_out: dict[str, float], levels: tuple[str, ...]) -> float:
     return float(np.mean([held_out[level] for level in levels]))
 
 
+def minus_grpo(results: list[dict[str, Any]]) -> dict[str, list[tuple[int, float, float]]]:
+    """Per relift arm, (seed, levels 1-3, levels 4-6) of relift minus plain GRPO, for every seed both ran."""
+    by_key = {(run["arm"], run["seed"]): run["held_out"] for run in results}
+    differences: dict[str, list[tuple[int, float, float]]] = {}
+    for arm in [name for name, block in ARMS.items() if block is not None]:
+        for seed in sorted({run["seed"] for run in results}):
+            if ("grpo", seed) in by_key and (arm, seed) in by_key:
+                plain, relift = by_key["grpo", seed], by_key[arm, seed]
+                differences.setdefault(arm, []).append((seed, mean_of(relift, EASY) - mean_of(plain, EASY), mean_of(relift, HARD) - mean_of(plain, HARD)))
+    return differences
+
+
 def markdown(start: dict[str, float], results: list[dict[str, Any]]) -> str:
     """Per arm, the seed-mean per-level held-out accuracy; then relift - grpo per seed on levels 1-3 and 4-6."""
     levels = [str(level) for level in range(1, 7)]
@@ -164,12 +176,8 @@ def markdown(start: dict[str, float], results: list[dict[str, Any]]) -> str:
         lines.append(f"| {arm} | {','.join(str(run['seed']) for run in runs)} | " + " | ".join(f"{mean[level]:.2f}" for level in levels)
                      + f" | {mean_of(mean, EASY):.3f} | {mean_of(mean, HARD):.3f} | {mean['mean']:.3f} | {demos} | {any_share} | {passes} | {steps} |")
     lines += ["", "| arm | seed | minus grpo, L1-3 | minus grpo, L4-6 |", "|---|---|---|---|"]
-    by_key = {(run["arm"], run["seed"]): run for run in results}
-    for arm in [name for name, block in ARMS.items() if block is not None]:
-        for seed in sorted({run["seed"] for run in results}):
-            if ("grpo", seed) in by_key and (arm, seed) in by_key:
-                plain, relift = by_key["grpo", seed]["held_out"], by_key[arm, seed]["held_out"]
-                lines.append(f"| {arm} | {seed} | {mean_of(relift, EASY) - mean_of(plain, EASY):+.3f} | {mean_of(relift, HARD) - mean_of(plain, HARD):+.3f} |")
+    for arm, differences in minus_grpo(results).items():
+        lines += [f"| {arm} | {seed} | {easy:+.3f} | {hard:+.3f} |" for seed, easy, hard in differences]
     return "\n".join(lines) + "\n"
 
 
@@ -181,17 +189,13 @@ def plot(results: list[dict[str, Any]], path: Path, steps: int) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    by_key = {(run["arm"], run["seed"]): run["held_out"] for run in results}
     figure, axis = plt.subplots(figsize=(11, 5))
     points = []
-    for arm in [name for name, block in ARMS.items() if block is not None]:
-        pairs = [(mean_of(by_key[arm, seed], EASY) - mean_of(by_key["grpo", seed], EASY), mean_of(by_key[arm, seed], HARD) - mean_of(by_key["grpo", seed], HARD))
-                 for arm_name, seed in by_key if arm_name == arm and ("grpo", seed) in by_key]
-        if pairs:
-            xs, ys = zip(*pairs)
-            (line,) = axis.plot(xs, ys, "o", alpha=0.5)
-            axis.plot(np.mean(xs), np.mean(ys), "*", markersize=14, color=line.get_color(), label=f"{arm} ({len(pairs)} seeds; star: mean)")
-            points += pairs
+    for arm, differences in minus_grpo(results).items():
+        _, xs, ys = zip(*differences)
+        (line,) = axis.plot(xs, ys, "o", alpha=0.5)
+        axis.plot(np.mean(xs), np.mean(ys), "*", markersize=14, color=line.get_color(), label=f"{arm} ({len(xs)} seeds; star: mean)")
+        points += zip(xs, ys)
     if not points:
         plt.close(figure)
         return
