@@ -40,7 +40,7 @@ def test_requeue_before_the_time_limit_resumes_the_stage_and_skips_finished_ones
     """A two-stage chain submitted with sbatch; at the second stage's first checkpoint the batch
     shell gets USR1, exactly what SLURM sends `--signal=B:USR1@300` seconds before the time limit.
     The script stops the runner and requeues the job; the requeued job (SLURM holds it about two
-    minutes; the test releases it at once with `scontrol update StartTime=now`) skips the finished
+    minutes; the test releases it after two seconds with `scontrol update StartTime=now+2`) skips the finished
     stage, resumes the interrupted one from its checkpoint and runs the chain to done. Ledger,
     report and job log end up where the README says: run_dir/ledger.json, run_dir/report.md and
     gradus-<jobid>.out in the directory sbatch ran in."""
@@ -62,9 +62,11 @@ def test_requeue_before_the_time_limit_resumes_the_stage_and_skips_finished_ones
     assert interrupted["state"] == "interrupted" and "SIGTERM" in interrupted["message"], interrupted
     assert not (run_dir / "sft" / "done.json").exists(), "the stage finished before the signal; the test proves nothing"
     assert stage_processes_left(run_dir / "sft") == ""
-    assert slurm.run("scontrol", "update", f"JobId={job}", "StartTime=now").returncode == 0
+    # Not `now`: slurmd refuses a job credential issued in the same second as the one the requeue
+    # revoked ("Job credential revoked", and the job ends FAILED); SLURM's own hold is two minutes.
+    assert slurm.run("scontrol", "update", f"JobId={job}", "StartTime=now+2").returncode == 0
 
-    assert slurm.wait_for_end(job, timeout=400) == "COMPLETED"
+    assert slurm.wait_for_end(job, timeout=400) == "COMPLETED", (tmp_path / f"gradus-{job}.out").read_text()[-4000:]
     entries = ledger(run_dir)
     assert entries["warmup"]["state"] == entries["sft"]["state"] == "done"
     assert entries["warmup"]["started_at"] == warmup_started  # finished before the requeue: not rerun
