@@ -296,9 +296,14 @@ def train_and_save(
     evaluation on its eval set, and plot `curves` next to the model. `save_as` is where the model and
     plot go when that is not `stage` (a DPO round). Returns the training (and eval) metrics."""
     save_as = save_as or stage
-    train_output = trainer.train(resume_from_checkpoint=last_checkpoint(stage))
+    trainer.add_callback(stop_past_the_last_step())
+    try:
+        train_metrics = trainer.train(resume_from_checkpoint=last_checkpoint(stage)).metrics
+    except TrainingAlreadyDone:
+        log.info("the checkpoint resumed from is the last step's: no step left to train")
+        train_metrics = {}
     save_final_model(trainer, save_as)
-    metrics = training_metrics(trainer, train_output)
+    metrics = training_metrics(trainer, train_metrics)
     if evaluate and trainer.eval_dataset is not None:
         metrics.update(trainer.evaluate())
     if trainer.accelerator.is_main_process:
@@ -306,10 +311,34 @@ def train_and_save(
     return metrics
 
 
-def training_metrics(trainer: Any, train_output: Any) -> dict[str, Any]:
-    """Loss at the first and last logged step next to HF's own train metrics, and a loss curve PNG."""
+class TrainingAlreadyDone(Exception):
+    """The trainer resumed from the checkpoint of its last step: there is nothing left to train."""
+
+
+def stop_past_the_last_step() -> Any:
+    """A callback that raises `TrainingAlreadyDone` before a step past `max_steps` begins.
+
+    A stage killed after its last checkpoint but before `done.json` (while saving the final model)
+    resumes from that checkpoint, and transformers' loop (5.x) takes one more optimizer step before
+    it checks for the end: the resumed run would end one step past the uninterrupted one. Raised at
+    `on_step_begin`, after the checkpoint's weights, optimizer and state are loaded and before any
+    forward pass, so what is saved is exactly the last checkpoint. Every rank raises alike.
+    """
+    from transformers import TrainerCallback
+
+    class StopPastTheLastStep(TrainerCallback):
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if 0 < state.max_steps <= state.global_step:
+                raise TrainingAlreadyDone
+
+    return StopPastTheLastStep()
+
+
+def training_metrics(trainer: Any, train_metrics: dict[str, Any]) -> dict[str, Any]:
+    """Loss at the first and last logged step next to HF's own train metrics (none when the stage
+    resumed at its last step), the step reached and how many processes reached it."""
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    metrics = {key: value for key, value in train_output.metrics.items() if isinstance(value, (int, float))}
+    metrics = {key: value for key, value in train_metrics.items() if isinstance(value, (int, float))}
     metrics["global_step"] = trainer.state.global_step
     metrics["num_processes"] = trainer.accelerator.num_processes
     metrics["distributed_type"] = str(trainer.accelerator.distributed_type.value)

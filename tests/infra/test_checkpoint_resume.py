@@ -72,6 +72,26 @@ def test_deepspeed_latest_naming_a_missing_step_is_set_aside_and_both_ranks_agre
     assert metrics(run_dir)["final_loss"] == pytest.approx(sft_reference, rel=1e-4)
 
 
+def test_killed_after_its_last_checkpoint_the_stage_resumes_without_a_step_more(tmp_path):
+    """Killed once the last step's checkpoint is written (while the final model is being saved): the
+    rerun resumes from that checkpoint and trains nothing (transformers' loop alone takes one step past
+    max_steps), so the final model is that checkpoint's weights, as in the run never interrupted."""
+    from safetensors.numpy import load_file
+
+    run_dir = tmp_path / "run"
+    manifest = write_manifest(tmp_path / "m.yaml", sft_manifest(run_dir))
+    last = run_dir / "sft" / "checkpoints" / f"checkpoint-{SFT_STEPS}"
+    sigkill_runner_when(manifest, last / "trainer_state.json")
+    assert not (run_dir / "sft" / "done.json").exists(), "the stage finished before the kill; the test proves nothing"
+    result = gradus("run", str(manifest))
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert metrics(run_dir)["global_step"] == SFT_STEPS
+    final, checkpoint = load_file(run_dir / "sft" / "model" / "model.safetensors"), load_file(last / "model.safetensors")
+    assert final.keys() == checkpoint.keys()
+    assert all((final[name] == checkpoint[name]).all() for name in final)
+    assert f"resuming from checkpoint {last}" in result.stdout and "no step left to train" in result.stdout
+
+
 # The choice itself, on checkpoint directories built here (no training): what is taken, what set aside.
 
 def fake_checkpoint(root: Path, step: int, complete: bool = True) -> Path:
