@@ -24,7 +24,7 @@ from tests.infra.conftest import (
 
 pytestmark = [pytest.mark.slow, pytest.mark.ci]
 
-LONG_SFT = 100  # steps: long enough that a signal sent at the first checkpoint lands mid-stage
+LONG_SFT = 300  # steps: several seconds here, so a signal sent at the first checkpoint lands mid-stage even on a fast machine
 
 
 def stage_processes_left(run_dir: Path) -> str:
