@@ -14,8 +14,10 @@ batch is scored inline, with math-verify's timeouts, only when called from the m
 than `parallel_threshold`. Otherwise (a non-main thread such as TRL's async-reward event loop, or a large
 batch) it goes to a pool of spawned worker processes, whose main threads can use the signal timeouts,
 and where each item also runs under a wall-clock limit that nothing can outlast: a worker stuck past it is
-killed and replaced, and its item scores 0.0. The caller never hangs. In the inline path a signal cannot
-interrupt a long C call; set `parallel_threshold=0` to route every batch through the pool.
+killed and replaced, and its item scores 0.0. The caller never hangs. While a pair is scored the garbage
+collector waits, since a timeout raised inside some object's finalizer is lost
+(`math_scoring.collection_deferred`). In the inline path a signal cannot interrupt a long C call; set
+`parallel_threshold=0` to route every batch through the pool.
 
 Workers are started with "spawn" (see `rewards.worker_pool`), which re-imports the launching script's
 main module in each worker: a script that scores with this reward needs the usual

@@ -25,11 +25,12 @@ How a pair is scored (the text rules are `rewards.answer_text`'s):
 from __future__ import annotations
 
 import cmath
+import gc
 import logging
 import re
 from fractions import Fraction
 from collections.abc import Callable
-from functools import lru_cache
+from functools import lru_cache, wraps
 from typing import Any
 
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
@@ -141,13 +142,37 @@ def _is_letter(factor: Basic) -> bool:
     return (isinstance(factor, Symbol) and len(factor.name) == 1) or factor in (EULER, IMAGINARY_UNIT)
 
 
+def collection_deferred(score: Callable[..., Any]) -> Callable[..., Any]:
+    """Run `score` with Python's cyclic garbage collector paused, so no finalizer runs inside it.
+
+    math-verify's timeouts raise from a SIGALRM handler. When the alarm fires while the collector runs
+    some unrelated object's `__del__` (a `datasets.Dataset` in a training process), the exception is
+    raised there and swallowed ("Exception ignored in ... __del__"), the timeout is lost, and the parse
+    or comparison it bounded runs on: a power tower then takes minutes (49 s in a CI run). Cycles made
+    while scoring one pair are few; they are collected after it.
+    """
+
+    @wraps(score)
+    def deferred(*args: Any, **kwargs: Any) -> Any:
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return score(*args, **kwargs)
+        finally:
+            if was_enabled:
+                gc.enable()
+
+    return deferred
+
+
+@collection_deferred
 def score_pair(pair: tuple[str | None, str | None], timeout_seconds: int, decimal_comma: bool = False) -> float | None:
     """1.0 if the completion's answer verifies against the gold, 0.0 if not, None if the gold is not math.
 
     `pair` is (gold, the completion's answer part: `rewards.answer_text.reasoning_answer`, None when a
     reasoning block left it none). None, never 1.0, for a gold that is not math: open-r1 once rewarded
     those 1.0 (open-r1#293). The gold goes first to `verify`, which is asymmetric (open-r1#557 had them
-    swapped).
+    swapped). Scored with garbage collection deferred (`collection_deferred`), so no timeout is lost.
     """
     gold, region = pair
     read_gold = parse_gold(gold, timeout_seconds, decimal_comma) if gold else None

@@ -3,6 +3,8 @@
 The time bounds are generous on purpose: they catch hangs, they do not measure speed.
 """
 
+import gc
+import sys
 import time
 from pathlib import Path
 
@@ -65,3 +67,38 @@ def test_a_raising_task_fails_the_map_after_the_rest_is_done() -> None:
         assert pool.map(["4"]) == [4]
     finally:
         pool.close()
+
+
+def test_no_finalizer_runs_while_a_pair_is_scored(hang_guard: None) -> None:
+    """math-verify's timeouts raise from SIGALRM; one raised inside an unrelated object's `__del__` is
+    swallowed there and the timeout is lost (a power tower then took 49 s in a CI run). With a
+    collection due at every allocation and garbage that leaves a successor, finalizers run all the
+    time, and never inside a pair's scoring."""
+    reward = build("math_accuracy", {"timeout_seconds": 1})
+    reward(["?"], [r"\boxed{3}"], answer=["3"])  # math-verify imported before the garbage starts
+    inside_scoring, chain = [], {"alive": True}
+
+    class Garbage:
+        def __init__(self) -> None:
+            self.cycle = self  # only the cyclic collector frees it
+
+        def __del__(self) -> None:
+            frame, inside = sys._getframe(1), False
+            while frame is not None and not inside:
+                inside, frame = frame.f_code.co_name == "score_pair", frame.f_back
+            inside_scoring.append(inside)
+            if chain["alive"]:
+                Garbage()
+
+    thresholds = gc.get_threshold()
+    gc.set_threshold(1)
+    try:
+        Garbage()
+        scores = reward(["?"], [PATHOLOGICAL["power tower"]], answer=["3"])
+    finally:
+        chain["alive"] = False
+        gc.set_threshold(*thresholds)
+        gc.collect()
+    assert scores == [0.0] and reward.errors == 0
+    assert len(inside_scoring) > 1  # the chain ran before and after the scoring
+    assert not any(inside_scoring)
