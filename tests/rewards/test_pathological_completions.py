@@ -83,10 +83,10 @@ def test_no_finalizer_runs_while_a_pair_is_scored(hang_guard: None) -> None:
             self.cycle = self  # only the cyclic collector frees it
 
         def __del__(self) -> None:
-            frame, inside = sys._getframe(1), False
-            while frame is not None and not inside:
-                inside, frame = frame.f_code.co_name == "score_pair", frame.f_back
-            inside_scoring.append(inside)
+            frame = sys._getframe(1)
+            while frame is not None and frame.f_code.co_name != "score_pair":
+                frame = frame.f_back
+            inside_scoring.append(frame is not None)
             if chain["alive"]:
                 Garbage()
 
