@@ -27,7 +27,7 @@ main module in each worker: a script that scores with this reward needs the usua
 import threading
 from functools import partial
 
-from rewards.answer_text import ReasoningTags, reasoning_answer
+from rewards.answer_text import EXTRACTIONS, ReasoningTags, reasoning_answer
 from rewards.worker_pool import TimedWorkerPool
 
 # One item is at most a gold parse, an answer parse and a few gold x answer comparisons, each under
@@ -55,6 +55,11 @@ class MathAccuracy:
             a message the tokenizer's response schema split (`reasoning_content`) is scored on its
             `content` (TRL would find no closing tag there and score 0.0).
         decimal_comma: the data writes decimal commas (`3,5` is 3.5); see `rewards.answer_text`.
+        extraction: where a completion's answer is read. "boxed" (the default, for training, whose
+            prompts ask for a box): its final box, or else what follows an "answer" anchor. "lenient"
+            (for evaluating a model that may not box): its final box, or else math-verify's own
+            extraction, which also takes the last expression (`7 * 8 = 56.`) or a `$...$`. With a box,
+            both read the same final box, so its rules against hacking hold in either.
     """
 
     __name__ = "math_accuracy"  # what plain TRL logs it as (rewards/math_accuracy/mean)
@@ -66,6 +71,7 @@ class MathAccuracy:
         parallel_threshold: int = 32,
         reasoning_tags: bool | list[str] | None = None,
         decimal_comma: bool = False,
+        extraction: str = "boxed",
     ) -> None:
         if not isinstance(timeout_seconds, int) or timeout_seconds < 1:
             # A float would reach signal.alarm, raise there, be swallowed by math-verify, and score every row 0.0.
@@ -76,11 +82,14 @@ class MathAccuracy:
             raise ValueError(f"parallel_threshold must be an integer >= 0, got {parallel_threshold!r}")
         if not isinstance(decimal_comma, bool):
             raise ValueError(f"decimal_comma must be true or false, got {decimal_comma!r}")
+        if extraction not in EXTRACTIONS:
+            raise ValueError(f"extraction must be one of {', '.join(map(repr, EXTRACTIONS))}, got {extraction!r}")
         self.timeout_seconds = timeout_seconds
         self.workers = workers
         self.parallel_threshold = parallel_threshold
         self.reasoning_tags = reasoning_tags
         self.decimal_comma = decimal_comma
+        self.extraction = extraction
         self._tags = ReasoningTags.of(reasoning_tags)
         self._unusable_golds: set[str] = set()
         self._pool: TimedWorkerPool | None = None
@@ -117,7 +126,9 @@ class MathAccuracy:
         # Imported here, not at the top: math_verify takes ~0.3 s to import, which `gradus plan` should not pay.
         from rewards import math_scoring
 
-        score = partial(math_scoring.score_pair, timeout_seconds=self.timeout_seconds, decimal_comma=self.decimal_comma)
+        score = partial(
+            math_scoring.score_pair, timeout_seconds=self.timeout_seconds, decimal_comma=self.decimal_comma, extraction=self.extraction
+        )
         in_main_thread = threading.current_thread() is threading.main_thread()
         if in_main_thread and len(pairs) < self.parallel_threshold:
             return [score(pair) for pair in pairs]
@@ -137,7 +148,7 @@ class MathAccuracy:
         """Pickle the options only: TRL may send reward functions to another process, which starts its own pool."""
         return {
             "timeout_seconds": self.timeout_seconds, "workers": self.workers, "parallel_threshold": self.parallel_threshold,
-            "reasoning_tags": self.reasoning_tags, "decimal_comma": self.decimal_comma,
+            "reasoning_tags": self.reasoning_tags, "decimal_comma": self.decimal_comma, "extraction": self.extraction,
         }
 
     def __setstate__(self, state: dict) -> None:

@@ -12,6 +12,8 @@ How a pair is scored (the text rules are `rewards.answer_text`'s):
      its final box; a completion without a box may still state its answer after the word "answer"
      ("The answer is 72."), which math-verify finds as TRL's and open-r1's accuracy rewards do, never
      a number met in the reasoning. Several answers stated that way ("the answer is 7 or 8") score 0.
+     With `extraction="lenient"` a completion without a box is read by math-verify's own default
+     extraction instead, which also takes the last expression or `$...$` with no anchor.
   3. Gold and answer go through the same digit-separator rule and the same parse (`parse_math`: the
      text inside `\boxed{}`), so a gold always verifies against itself. An ambiguous answer scores 0.
   4. An answer written exactly as the gold scores 1.0, and two plain numbers are compared exactly,
@@ -54,6 +56,9 @@ ANCHORED_EXTRACTION = (
     LatexExtractionConfig(boxed_match_priority=-1, try_extract_without_anchor=False),
     ExprExtractionConfig(try_extract_without_anchor=False),
 )
+# With `extraction="lenient"`, where it looks instead: math-verify's default extraction, which also
+# takes an answer without an anchor (the last expression, the last `$...$`), as its own users score.
+LENIENT_EXTRACTION = (LatexExtractionConfig(), ExprExtractionConfig())
 
 # GRPO scores every gold num_generations times per step; distinct golds (and distinct boxed answers)
 # over a run are in the thousands.
@@ -166,20 +171,23 @@ def collection_deferred(score: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @collection_deferred
-def score_pair(pair: tuple[str | None, str | None], timeout_seconds: int, decimal_comma: bool = False) -> float | None:
+def score_pair(
+    pair: tuple[str | None, str | None], timeout_seconds: int, decimal_comma: bool = False, extraction: str = "boxed"
+) -> float | None:
     """1.0 if the completion's answer verifies against the gold, 0.0 if not, None if the gold is not math.
 
     `pair` is (gold, the completion's answer part: `rewards.answer_text.reasoning_answer`, None when a
     reasoning block left it none). None, never 1.0, for a gold that is not math: open-r1 once rewarded
     those 1.0 (open-r1#293). The gold goes first to `verify`, which is asymmetric (open-r1#557 had them
     swapped). Scored with garbage collection deferred (`collection_deferred`), so no timeout is lost.
+    `extraction` is `rewards.answer_text.EXTRACTIONS`' name for where an unboxed answer is looked for.
     """
     gold, region = pair
     read_gold = parse_gold(gold, timeout_seconds, decimal_comma) if gold else None
     if read_gold is None:
         return None
     gold_text, gold_parsed = read_gold
-    answer = None if region is None else _answer_text(region, timeout_seconds)
+    answer = None if region is None else _answer_text(region, timeout_seconds, extraction)
     answer = None if answer is None else read_answer(answer, decimal_comma)
     if answer is None:
         return 0.0
@@ -198,22 +206,26 @@ def score_pair(pair: tuple[str | None, str | None], timeout_seconds: int, decima
     return 0.0 if _equal_only_when_rounded(gold_parsed, answer_parsed, timeout_seconds) else 1.0
 
 
-def _answer_text(region: str, timeout_seconds: int) -> str | None:
-    """The answer a completion states: its final box, or else what follows an "answer" anchor."""
+def _answer_text(region: str, timeout_seconds: int, extraction: str) -> str | None:
+    """The answer a completion states: its final box, or else what follows an "answer" anchor (with
+    `extraction="lenient"`, whatever math-verify's default extraction finds), unless it is one of several."""
     if has_box(region):
         return final_box(region)
-    if not may_hold_an_answer(region):
+    if extraction == "lenient":
+        found = parse(region, extraction_config=LENIENT_EXTRACTION, parsing_timeout=timeout_seconds)
+    elif may_hold_an_answer(region):
+        found = parse(region, extraction_config=ANCHORED_EXTRACTION, extraction_mode="first_match", parsing_timeout=timeout_seconds)
+    else:
         return None
-    anchored = parse(region, extraction_config=ANCHORED_EXTRACTION, extraction_mode="first_match", parsing_timeout=timeout_seconds)
-    if not anchored or not isinstance(anchored[-1], str):
+    if not found or not isinstance(found[-1], str):
         return None
-    answer = anchored[-1]
+    answer = found[-1]
     return None if _followed_by_another_answer(region, answer) else answer
 
 
 def _followed_by_another_answer(region: str, answer: str) -> bool:
     """Whether the anchored answer is one of several: "the answer is 7 or 8", "answer: 2 3"."""
-    tail = region[region.lower().rfind("answer") :]
+    tail = region[max(region.lower().rfind("answer"), 0) :]
     another = re.compile(rf"(?<![\d.]){re.escape(answer)}\$?(?:{ANOTHER_ANSWER})")
     return bool(another.search(tail))
 

@@ -171,6 +171,52 @@ def test_decimal_commas_when_the_data_uses_them() -> None:
         build("math_accuracy", {"decimal_comma": "yes"})
 
 
+# The same completions under both extractions, gold 56: the box and the anchor are read by both; an
+# answer with neither only by "lenient", and a wrong or hedged one by neither.
+EXTRACTION_CASES = [
+    (r"So \boxed{56}.", 1.0, 1.0),
+    ("The answer is: 56", 1.0, 1.0),
+    ("The answer is $56$", 1.0, 1.0),
+    ("7 * 8 = 56.", 0.0, 1.0),  # the bare equation a small model ends with
+    ("Multiplying, we get $56$ in all.", 0.0, 1.0),
+    ("7 * 8 = 57.", 0.0, 0.0),  # wrong, unboxed
+    ("The answer is 57.", 0.0, 0.0),
+    ("The answer is 56 or 57.", 0.0, 0.0),  # a hedge, whichever extraction reads it
+    (r"It is 56, so \boxed{57}", 0.0, 0.0),  # with a box, the box is the answer in both
+    (r"It is 56, so \boxed{5", 0.0, 0.0),  # a box cut off is no answer in either
+]
+
+
+@pytest.mark.parametrize(("completion", "boxed", "lenient"), EXTRACTION_CASES)
+def test_extraction_boxed_reads_boxes_and_anchors_and_lenient_also_bare_answers(completion: str, boxed: float, lenient: float) -> None:
+    assert build("math_accuracy", {})(["?"], [completion], answer=["56"]) == [boxed]  # "boxed" is the default
+    assert build("math_accuracy", {"extraction": "boxed"})(["?"], [completion], answer=["56"]) == [boxed]
+    assert MathAccuracy(extraction="lenient")(["?"], [completion], answer=["56"]) == [lenient]
+
+
+def test_lenient_extraction_reads_what_math_verify_finds_without_an_anchor() -> None:
+    reward = MathAccuracy(extraction="lenient")
+    completions = [
+        r"Therefore $x \geq 5$ is the solution.",
+        r"The identity matrix is $\begin{pmatrix}1 & 0 \\ 0 & 1\end{pmatrix}$",
+        "It costs 1,000.99€",
+    ]
+    golds = [r"x \ge 5", r"\begin{pmatrix}1 & 0 \\ 0 & 1\end{pmatrix}", "1000.99"]
+    assert reward(["?"] * 3, completions, answer=golds) == [1.0, 1.0, 1.0]
+    assert MathAccuracy()(["?"] * 3, completions, answer=golds) == [0.0, 0.0, 0.0]
+
+
+def test_extraction_is_checked_and_pickled() -> None:
+    with pytest.raises(RewardSpecError, match="extraction must be one of 'boxed', 'lenient', got 'loose'"):
+        build("math_accuracy", {"extraction": "loose"})
+    with pytest.raises(ValueError, match="'boxed', 'lenient'"):
+        MathAccuracy(extraction="Lenient")
+    reward = pickle.loads(pickle.dumps(MathAccuracy(extraction="lenient", parallel_threshold=0)))
+    assert reward.extraction == "lenient"
+    assert reward(["?", "?"], ["7 * 8 = 56.", "7 * 8 = 57."], answer=["56", "56"]) == [1.0, 0.0]  # in the worker pool too
+    reward.close()
+
+
 REASONING_CASES = [
     (r"<think>2+2</think> The final answer is \boxed{4}", 1.0),
     (r"<think>2+2</think> The final answer is \boxed{5}", 0.0),
