@@ -3,7 +3,8 @@
 Each recipe turns its set's own schema into gradus's columns:
     prompt       the problem rendered by the recipe's template (plain text, or chat messages)
     problem      the problem text alone, which decontamination compares (templates would all match)
-    completion   a worked solution ending in \\boxed{gold}, for SFT (sets that ship solutions)
+    completion   a worked solution ending in \\boxed{gold}, for SFT (sets that ship solutions); with
+                 `chat: true` the assistant's message, as TRL's conversational prompt-completion format has it
     answer       the gold answer as math-verify should read it (never wrapped in \\boxed)
     level        a difficulty: MATH's level 1-5, GSM8K's number of solution lines (a proxy), else 0
     source       the recipe name, so mixtures and reports can break results down by set
@@ -122,6 +123,8 @@ def _make_recipe(name: str, to_row: Callable[[dict[str, Any]], dict[str, Any]]) 
             if options.chat:
                 system = [{"role": "system", "content": options.system_prompt}] if options.system_prompt else []
                 prompt: Any = system + [{"role": "user", "content": text}]
+                # TRL takes a chat prompt only with a chat completion (a string there fails inside SFTTrainer).
+                row["completion"] = [{"role": "assistant", "content": row["completion"]}]
             else:
                 prompt = f"{options.system_prompt}\n\n{text}" if options.system_prompt else text
             rows.append({"prompt": prompt, **row, "source": name})

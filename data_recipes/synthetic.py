@@ -6,6 +6,14 @@ A problem is a start number and `level` operations applied left to right (`+1..9
     prompt:      "Q: 17 -2 +2 +8\\nA:"
     completion:  " 17-2=15\\n15+2=17\\n17+8=25\\n\\boxed{25}"
 
+With `wording: question` the same problem is asked as an instruct model expects a question, with
+parentheses where left-to-right order differs from the usual precedence (the split is the same):
+
+    prompt:      "What is 17 - 2 + 2 + 8? Put the final answer in \\boxed{}."
+    completion:  "17 - 2 = 15\n15 + 2 = 17\n17 + 8 = 25\n\\boxed{25}"
+
+SmolLM2-135M-Instruct answers 0.19 of level 1 so worded, and few of level 2 and 3 (BENCHMARKS.md).
+
 Every line of the worked solution is one checkable step (`step_errors` finds the wrong ones, which
 is what the PRM work needs), and the final answer sits in `\\boxed{}` so math-verify can score it.
 A 1 M-parameter model learns levels 1-6 from scratch in a few hundred SFT steps on 2 CPU cores
@@ -41,7 +49,12 @@ class SyntheticOptions(BaseModel):
     level_weights: list[float] | None = None
     num_examples: int | None = Field(None, gt=0, description="total rows, levels drawn by level_weights")
     per_level: int | None = Field(None, gt=0, description="exactly this many rows per level")
-    format: Literal["prompt_completion", "conversational"] = "prompt_completion"
+    format: Literal["prompt_completion", "conversational", "conversational_prompt_completion"] = "prompt_completion"
+    """TRL's dataset formats: plain prompt + completion; chat `messages` (with the user turn as `prompt`, to
+    generate from); or a chat `prompt` with the assistant's turn as `completion`, which SFT trains on alone
+    whatever the chat template (`messages` needs `{% generation %}` markers for assistant-only loss)."""
+    # Left out of the data's identity at its default, so runs made before the option existed keep their fingerprints.
+    wording: Literal["symbols", "question"] = Field("symbols", exclude_if=lambda wording: wording == "symbols")
     seed: int = 0
 
     @model_validator(mode="after")
@@ -71,6 +84,23 @@ def make_problem(rng: random.Random, level: int) -> tuple[int, list[tuple[str, i
 
 def apply(value: int, operator: str, operand: int) -> int:
     return {"+": value + operand, "-": value - operand, "*": value * operand}[operator]
+
+
+def as_question(start: int, operations: list[tuple[str, int]]) -> tuple[str, str]:
+    """The problem as an instruct model is asked it, and its worked solution written the same way.
+
+    The operations apply left to right, so a product after a sum or difference brackets what came before:
+    17 + 2 * 3 is asked as (17 + 2) * 3.
+    """
+    expression, steps, value = str(start), [], start
+    for index, (operator, operand) in enumerate(operations):
+        bracket = operator == "*" and index > 0 and operations[index - 1][0] != "*"
+        expression = f"({expression})" if bracket else expression
+        expression += f" {operator} {operand}"
+        result = apply(value, operator, operand)
+        steps.append(f"{value} {operator} {operand} = {result}")
+        value = result
+    return f"What is {expression}? Put the final answer in \\boxed{{}}.", "\n".join(steps) + f"\n\\boxed{{{value}}}"
 
 
 def render(start: int, operations: list[tuple[str, int]]) -> dict[str, Any]:
@@ -148,13 +178,17 @@ def generate(options: SyntheticOptions) -> list[dict[str, Any]]:
     rows, seen = [], set()
     for level in plan:
         for _attempt in range(10_000):
-            row = render(*make_problem(rng, level))
+            problem = make_problem(rng, level)
+            row = render(*problem)
+            # The split is decided on the compact prompt, so both wordings split the same problems alike.
             if is_test_problem(row["prompt"]) != want_test:
                 continue
             # The test split is small and scored per problem, so it holds no duplicates.
             if want_test and row["prompt"] in seen:
                 continue
             seen.add(row["prompt"])
+            if options.wording == "question":
+                row["prompt"], row["completion"] = as_question(*problem)
             rows.append(row)
             break
         else:
@@ -166,11 +200,15 @@ def generate(options: SyntheticOptions) -> list[dict[str, Any]]:
                 {"role": "assistant", "content": row.pop("completion")},
             ]
             row["prompt"] = row["messages"][:1]
+    elif options.format == "conversational_prompt_completion":
+        for row in rows:
+            row["prompt"] = [{"role": "user", "content": row["prompt"]}]
+            row["completion"] = [{"role": "assistant", "content": row["completion"]}]
     return rows
 
 
 def _columns(options: SyntheticOptions) -> list[str]:
-    text = ["completion"] if options.format == "prompt_completion" else ["messages"]
+    text = ["messages"] if options.format == "conversational" else ["completion"]
     return ["prompt", *text, "answer", "level", "steps"]
 
 

@@ -27,6 +27,7 @@ import data_recipes
 import launch
 import rewards
 from data_recipes import suggest
+from pipeline.base_models import KNOWN_MODELS, BaseModelError, check_gguf, known_model_path
 from data_recipes.accepted_samples import NAME as ACCEPTED_SAMPLES_RECIPE
 from stages import arguments
 from stages.arguments import CURRICULUM_KINDS, CurriculumArgs, DataBlock, OnPolicyArgs, ReliftArgs
@@ -91,6 +92,14 @@ class TinyModelSpec(BaseModel):
     num_hidden_layers: int = Field(4, gt=0)
     num_attention_heads: int = Field(4, gt=0)
     max_position_embeddings: int = Field(512, gt=0)
+
+
+class GGUFModelSpec(BaseModel):
+    """A GGUF file as the base model, converted once into a model directory under run_dir (pipeline/base_models.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gguf: Path
 
 
 class LaunchSpec(BaseModel):
@@ -172,14 +181,15 @@ class Manifest(BaseModel):
 
     run_dir: Path
     seed: int = 0
-    base_model: str | TinyModelSpec
+    base_model: str | TinyModelSpec | GGUFModelSpec
     decontamination: DecontaminationSpec = DecontaminationSpec()
     stages: list[StageSpec] = Field(min_length=1)
 
     @field_validator("base_model", mode="before")
     @classmethod
-    def _tiny_shorthand(cls, value: Any) -> Any:
-        """`base_model: tiny` and `base_model: {tiny: {...}}` both mean the built-in tiny model."""
+    def _shorthands(cls, value: Any) -> Any:
+        """`base_model: tiny` and `base_model: {tiny: {...}}` both mean the built-in tiny model; a dict
+        with `gguf` is a GGUF file (a known model's name is resolved to its file by `load_manifest`)."""
         if value == "tiny":
             return {}
         if isinstance(value, dict) and set(value) == {"tiny"}:
@@ -212,6 +222,7 @@ def load_manifest(path: str | Path, overrides: Sequence[str] = ()) -> Manifest:
     except ValidationError as error:
         raise ManifestError(_describe_validation_error(error, raw)) from None
     _check_stage_graph(manifest)
+    _resolve_known_model(manifest)
     _check_paths(manifest)
     earlier: dict[str, StageSpec] = {}
     all_names = [stage.name for stage in manifest.stages]
@@ -397,6 +408,20 @@ def _check_paths(manifest: Manifest) -> None:
         raise ManifestError(f"field 'run_dir': {existing} is not writable, so {run_dir} cannot be created there")
     if isinstance(manifest.base_model, str):
         _check_model_path(manifest.base_model, "field 'base_model'")
+    elif isinstance(manifest.base_model, GGUFModelSpec):
+        try:
+            check_gguf(manifest.base_model.gguf)
+        except BaseModelError as error:
+            raise ManifestError(f"field 'base_model.gguf': {error}") from None
+
+
+def _resolve_known_model(manifest: Manifest) -> None:
+    """A real model named by its short name (`smollm2-135m-instruct`) becomes its installed GGUF file."""
+    if isinstance(manifest.base_model, str) and manifest.base_model in KNOWN_MODELS:
+        try:
+            manifest.base_model = GGUFModelSpec(gguf=known_model_path(manifest.base_model))
+        except BaseModelError as error:
+            raise ManifestError(f"field 'base_model': {error}") from None
 
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

@@ -30,7 +30,7 @@ import data_recipes
 import launch
 from data_recipes.decontamination import decontamination_identity
 from rewards.registry import BUILTIN_REWARDS, resolve
-from pipeline.manifest import STAGE_OUTPUT_RECIPE, STAGE_READING_RECIPES, TRAINING_KINDS, Manifest, StageSpec, TinyModelSpec
+from pipeline.manifest import STAGE_OUTPUT_RECIPE, STAGE_READING_RECIPES, TRAINING_KINDS, GGUFModelSpec, Manifest, StageSpec, TinyModelSpec
 from stages.arguments import CurriculumArgs, DataBlock, ReliftArgs, StageFile
 
 BASE_MODEL_DIR = "base_model"
@@ -58,14 +58,15 @@ class PlannedStage:
 @dataclasses.dataclass
 class Plan:
     run_dir: Path
-    base_model: str | TinyModelSpec
+    base_model: str | TinyModelSpec | GGUFModelSpec
+    base_identity: dict[str, Any]  # what the base model is (`base_identity`); the first stages' fingerprints hold it
     seed: int
     stages: list[PlannedStage]
 
     @property
     def base_model_dir(self) -> Path | None:
-        """Where a built-in tiny base model is materialised, or None for an HF id or path."""
-        return self.run_dir / BASE_MODEL_DIR if isinstance(self.base_model, TinyModelSpec) else None
+        """Where the runner makes the base model (the tiny one, or a GGUF file converted), or None for an HF id or path."""
+        return self.run_dir / BASE_MODEL_DIR if isinstance(self.base_model, (TinyModelSpec, GGUFModelSpec)) else None
 
 
 def fingerprint(payload: Any) -> str:
@@ -74,6 +75,18 @@ def fingerprint(payload: Any) -> str:
 
 
 WHOLE_FILE_DIGEST_LIMIT = 1 << 20  # model files up to 1 MiB (configs, tokenizers) are hashed; larger ones by size and mtime
+
+
+def base_identity(base_model: str | TinyModelSpec | GGUFModelSpec, seed: int) -> dict[str, Any]:
+    """What the base model is: the tiny model by its spec and seed, a GGUF file by its content (so a moved file
+    reruns nothing and a replaced one reruns everything), anything else by `model_identity`. For the models
+    the runner makes (tiny, GGUF) this is also what `stages.models` is told to make."""
+    if isinstance(base_model, TinyModelSpec):
+        return {"tiny": base_model.model_dump(), "seed": seed}
+    if isinstance(base_model, GGUFModelSpec):
+        path = base_model.gguf.expanduser().resolve()
+        return {"gguf": str(path), "sha256": data_recipes.file_sha256(path)}
+    return model_identity(base_model)
 
 
 def model_identity(model: str) -> dict[str, Any]:
@@ -172,12 +185,12 @@ def _distinct(values: Any) -> list[Any]:
 def make_plan(manifest: Manifest) -> Plan:
     run_dir = manifest.run_dir.resolve()
     base_model = manifest.base_model
-    if isinstance(base_model, TinyModelSpec):
-        base_path, base_identity = str(run_dir / BASE_MODEL_DIR), {"tiny": base_model.model_dump(), "seed": manifest.seed}
+    identity = base_identity(base_model, manifest.seed)
+    if isinstance(base_model, (TinyModelSpec, GGUFModelSpec)):
+        base_path = str(run_dir / BASE_MODEL_DIR)
     else:
         local = Path(base_model).expanduser()
         base_path = str(local.resolve()) if local.exists() else base_model
-        base_identity = model_identity(base_model)
 
     # Each distinct eval set once, in a fixed order: a second eval stage on the same data (best-of-n next
     # to greedy, say) or reordered eval stages change nothing a training stage removes, so rerun nothing.
@@ -223,7 +236,8 @@ def make_plan(manifest: Manifest) -> Plan:
             # ...plus what its inputs are.
             "data": _data_identity(spec.data, planned),
             "eval_data": _data_identity(spec.eval_data, planned),
-            "upstream": upstream.fingerprint if upstream else base_identity,
+            # A GGUF file by its content, not where it lies.
+            "upstream": upstream.fingerprint if upstream else {key: value for key, value in identity.items() if key != "gguf"},
             "reward_code": [reward_identity(reward.name) for reward in spec.rewards],
             "dependencies": {name: planned[name].fingerprint for name in dependencies},
         }
@@ -242,7 +256,7 @@ def make_plan(manifest: Manifest) -> Plan:
             node_commands=node_commands(spec, stage_dir / "stage.yaml") if (spec.launch.num_machines or 1) > 1 else [],
             env=dict(spec.launch.env),
         )
-    return Plan(run_dir=run_dir, base_model=base_model, seed=manifest.seed, stages=list(planned.values()))
+    return Plan(run_dir=run_dir, base_model=base_model, base_identity=identity, seed=manifest.seed, stages=list(planned.values()))
 
 
 def accelerate_executable() -> str:

@@ -37,6 +37,7 @@ from pipeline.ledger import Ledger, now
 from pipeline.overrides import save_resolved_manifest
 from pipeline.plan import Plan, PlannedStage
 from pipeline.report import write_report
+from stages.arguments import BASE_MODEL_IDENTITY_FILE
 
 LOG_TAIL_LINES = 25
 DEFAULT_STOP_GRACE_S = 60.0  # after SIGINT/SIGTERM, how long a stage may take to stop before SIGKILL ($GRADUS_STOP_GRACE_S)
@@ -110,7 +111,7 @@ def run(plan: Plan, from_stage: str | None = None, only: str | None = None, say=
                 _set_aside(stage)
             say(f"[gradus] {stage.name}: {'resuming' if action == 'resume' else 'starting'} ({stage.kind}, fingerprint {stage.fingerprint})")
             if stage.upstream is None and plan.base_model_dir is not None:
-                _materialise_tiny_base(plan)
+                _make_base_model(plan, say)
             exit_code = _run_stage(stage, ledger, say)
             if exit_code != 0:
                 write_report(plan, ledger)
@@ -189,17 +190,17 @@ def _restore(stage: PlannedStage, ledger: Ledger) -> None:
     )
 
 
-def _materialise_tiny_base(plan: Plan) -> None:
-    """Build the built-in tiny model once per run directory (in a subprocess: the CLI imports no torch)."""
+def _make_base_model(plan: Plan, say) -> None:
+    """Make the base model directory (the tiny model, or a GGUF file converted) once per run directory and
+    identity, in a subprocess: the CLI imports no torch. `stages.models` writes it atomically, with the
+    identity inside, so a directory that is there and matches is complete."""
     target = plan.base_model_dir
-    spec = plan.base_model.model_dump()
-    spec_file = target / "gradus_tiny_spec.json"
-    wanted = {"spec": spec, "seed": plan.seed}
-    if spec_file.is_file() and json.loads(spec_file.read_text()) == wanted:
+    made = target / BASE_MODEL_IDENTITY_FILE
+    if made.is_file() and json.loads(made.read_text()) == plan.base_identity:
         return
-    shutil.rmtree(target, ignore_errors=True)
-    subprocess.run([sys.executable, "-m", "stages.models", json.dumps(spec), str(target), str(plan.seed)], check=True)
-    spec_file.write_text(json.dumps(wanted))
+    if "gguf" in plan.base_identity:
+        say(f"[gradus] base model: converting {plan.base_identity['gguf']} into {target} (once per run directory)")
+    subprocess.run([sys.executable, "-m", "stages.models", json.dumps(plan.base_identity), str(target)], check=True)
 
 
 def _run_stage(stage: PlannedStage, ledger: Ledger, say) -> int:

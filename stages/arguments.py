@@ -22,6 +22,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 
+# Written into the base model directory the runner has `stages.models` make (the tiny model, a GGUF file
+# converted), holding the plan's identity of that model: a directory whose file matches is complete and current.
+BASE_MODEL_IDENTITY_FILE = "gradus_base.json"
+
+
 def refuse_invalid(args: Any, valid: dict[str, bool], hint: str = "") -> None:
     """Raise one ValueError naming every field of `args` whose check in `valid` failed."""
     bad = [name for name, ok in valid.items() if not ok]
@@ -48,6 +53,10 @@ class EvalArgs:
     """Column accuracy is broken down by; rows without it count only in the overall figure."""
     seed: int | None = None
     """Sampling seed; defaults to the manifest's seed."""
+    extraction: Literal["boxed", "lenient"] = "boxed"
+    """Which part of a completion is its answer (math_accuracy's option): `boxed`, the final box, as training
+    rewards read it; `lenient`, also an unboxed final answer (math-verify's own extraction), for a model
+    that answers right without boxing. The report gives pass@1 under both; this one is `accuracy`."""
 
     def __post_init__(self) -> None:
         problems = {

@@ -217,21 +217,30 @@ def load_tokenizer(model_path: str) -> Any:
     return tokenizer
 
 
+class Completions(list):
+    """Decoded completions (a list of str), with `clipped`: for each, did it stop at the token limit rather than
+    at an end of sequence? A clipped answer is usually scored wrong, so a stage reports how many there were."""
+
+    clipped: list[bool]
+
+
 def generate(
     model: Any, tokenizer: Any, prompts: list[Any], max_new_tokens: int, batch_size: int,
     temperature: float = 0.0, top_p: float = 1.0, num_return_sequences: int = 1,
-) -> list[str]:
-    """Batched completions for prompts (plain strings, or chat messages rendered by the template).
+) -> Completions:
+    """Batched completions for prompts (plain strings, or chat messages rendered by the template once, with
+    the generation prompt; nothing is added to the text the template made).
 
     Temperature 0 means greedy. With `num_return_sequences` n, the n completions of each prompt are
-    consecutive in the result.
+    consecutive in the result. Generation stops at any of the model's end-of-sequence tokens.
     """
     import torch
     from tqdm import tqdm
 
     tokenizer.padding_side = "left"
     sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
-    completions: list[str] = []
+    stop_ids = end_of_sequence_ids(model, tokenizer)
+    completions, clipped = Completions(), []
     for begin in tqdm(range(0, len(prompts), batch_size), desc="generating", disable=not is_main_process()):
         batch = [
             prompt if isinstance(prompt, str) else tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
@@ -240,11 +249,21 @@ def generate(
         inputs = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         with torch.no_grad():
             output = model.generate(
-                **inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                **inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, eos_token_id=stop_ids,
                 num_return_sequences=num_return_sequences, **sampling,
             )
-        completions += tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        generated = output[:, inputs["input_ids"].shape[1] :]
+        completions += tokenizer.batch_decode(generated, skip_special_tokens=True)
+        clipped += [not any(token in stop_ids for token in row) for row in generated.tolist()]
+    completions.clipped = clipped
     return completions
+
+
+def end_of_sequence_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Every token that ends a completion: the generation config's (a list for some chat models) and the tokenizer's."""
+    configured = model.generation_config.eos_token_id
+    ids = configured if isinstance(configured, list) else [configured]
+    return sorted({token for token in [*ids, tokenizer.eos_token_id] if token is not None})
 
 
 Sampler = Callable[[list[Any], int], list[str]]

@@ -9,7 +9,10 @@ unbiased pass@k and maj@k for each k in `k` up to n. maj@k votes on the final \\
 math-verify finds equal (`\\frac{1}{2}`, `0.5`, `1/2`) are one, a sample without a box does not vote, and
 a tie goes to the answer that came first (`answer_classes`, `majority_correct`); verifier-weighted
 majority sums ratings over the same classes.
-Everything is reported overall, per difficulty level and per source set. Items whose gold answer is
+Everything is reported overall, per difficulty level and per source set. `extraction` (EvalArgs) says which
+part of a completion is its answer; pass@1 under both readings, the strict box a training reward reads and
+math-verify's lenient one, is reported side by side (`by_extraction`), so a model that learns to box is not
+mistaken for one that learns the task. Completions that hit `max_new_tokens` are counted (`clipped`). Items whose gold answer is
 not math (`rewards.math_scoring.parse_gold`) are skipped, counted (`unscorable`) and listed
 (`unscorable_golds`, the first few), never scored as correct.
 Outputs next to `metrics.json`: `report.md` (the table), `predictions.jsonl` (every prompt,
@@ -103,17 +106,26 @@ def item_metrics(
     return metrics
 
 
-def score_items(
-    rows: list[dict[str, Any]], completions: list[str], num_samples: int, ratings: dict[str, list[float | None]], difficulty_column: str,
-) -> list[dict[str, Any]]:
-    """One item per row, from its `num_samples` consecutive completions: math_accuracy's score of each, its
-    final answer (its last \\boxed{}, `rewards.answer_text.final_box`, as math_accuracy reads a boxed
-    answer; None without one) and answer class (`answer_classes`), and each verifier's ratings."""
+def math_scores(rows: list[dict[str, Any]], completions: list[str], num_samples: int, extraction: str) -> list[float | None]:
+    """math_accuracy's score of each completion (`num_samples` consecutive ones per row), read by `extraction`."""
     import rewards
 
-    score = rewards.build("math_accuracy", {})
     repeated = [row for row in rows for _ in range(num_samples)]
-    scores = score(prompts=[row["prompt"] for row in repeated], completions=completions, answer=[row["answer"] for row in repeated])
+    score = rewards.build("math_accuracy", {"extraction": extraction})
+    return score(prompts=[row["prompt"] for row in repeated], completions=completions, answer=[row["answer"] for row in repeated])
+
+
+def score_items(
+    rows: list[dict[str, Any]], completions: list[str], num_samples: int, ratings: dict[str, list[float | None]], difficulty_column: str,
+    extraction: str = "boxed",
+) -> list[dict[str, Any]]:
+    """One item per row, from its `num_samples` consecutive completions: math_accuracy's score of each (read by
+    `extraction`), its final answer (its last \\boxed{}, `rewards.answer_text.final_box`, as math_accuracy reads
+    a boxed answer; None without one) and answer class (`answer_classes`), and each verifier's ratings."""
+    import rewards
+
+    score = rewards.build("math_accuracy", {"extraction": extraction})
+    scores = math_scores(rows, completions, num_samples, extraction)
     items = []
     for index, row in enumerate(rows):
         samples = slice(index * num_samples, (index + 1) * num_samples)
@@ -125,6 +137,24 @@ def score_items(
             "level": row.get(difficulty_column), "source": row.get("source"),
         })
     return items
+
+
+def pass_at_1_by_level(rows: list[dict[str, Any]], scores: list[float | None], num_samples: int, difficulty_column: str) -> dict[str, Any]:
+    """pass@1 overall and per level from one reading's scores, over the rows whose gold is math."""
+    per_row = [scores[index * num_samples : (index + 1) * num_samples] for index in range(len(rows))]
+    by_level: dict[str, list[float]] = defaultdict(list)
+    overall = []
+    for row, samples in zip(rows, per_row):
+        if any(sample is None for sample in samples):
+            continue
+        overall.append(sum(samples) / len(samples))
+        if row.get(difficulty_column) is not None:
+            by_level[str(row[difficulty_column])].append(overall[-1])
+    return {"accuracy": _mean(overall), "accuracy_by_level": {level: _mean(by_level[level]) for level in sorted(by_level, key=_natural)}}
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
 
 
 def verifier_ratings(verifiers: list[RewardBlock], rows: list[dict[str, Any]], completions: list[str]) -> dict[str, list[float | None]]:
@@ -191,6 +221,10 @@ def markdown_table(stage_name: str, report: dict[str, Any]) -> str:
     if report["unscorable"]:
         golds = ", ".join(f"`{gold}`" for gold in report["unscorable_golds"])
         lines.append(f"\n{report['unscorable']} item(s) skipped: gold answer not math ({golds}).")
+    if "by_extraction" in report:
+        readings = ", ".join(f"{reading} {figures['accuracy']:.3f}" for reading, figures in report["by_extraction"].items())
+        lines.append(f"\nAnswers read by the `{report['extraction']}` extraction; pass@1 by reading: {readings}. "
+                     f"{report['clipped']} completion(s) ({report['clipped_fraction']:.1%}) clipped at max_new_tokens.")
     return "\n".join(lines) + "\n"
 
 
@@ -250,14 +284,24 @@ def run(stage: StageFile) -> None:
             model, tokenizer, [dataset[i]["prompt"] for i in my_indices],
             max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, temperature=args.temperature, top_p=args.top_p,
         )
-    completions = gather_object(my_completions)
+    completions = gather_object(list(my_completions))
+    clipped = gather_object(my_completions.clipped)
 
     if state.is_main_process:
         rows = dataset.to_list()
         # The stage's rewards, if any, act as verifiers: they rate samples, math_accuracy still judges them.
         ratings = verifier_ratings(stage.rewards, [rows[index] for index in repeated], completions)
-        items = score_items(rows, completions, args.num_samples, ratings, args.difficulty_column)
+        items = score_items(rows, completions, args.num_samples, ratings, args.difficulty_column, args.extraction)
         report = accuracy_report(items, args.k)
+        report["extraction"] = args.extraction
+        report["by_extraction"] = {
+            reading: pass_at_1_by_level(rows, [score for item in items for score in item["scores"]] if reading == args.extraction
+                                        else math_scores(rows, completions, args.num_samples, reading), args.num_samples, args.difficulty_column)
+            for reading in ("boxed", "lenient")
+        }
+        report["clipped"], report["clipped_fraction"] = sum(clipped), sum(clipped) / max(len(clipped), 1)
+        for item, first in zip(items, range(0, len(clipped), args.num_samples)):
+            item["clipped"] = clipped[first : first + args.num_samples]
         stage.stage_dir.mkdir(parents=True, exist_ok=True)
         with (stage.stage_dir / "predictions.jsonl").open("w") as handle:
             for item in items:

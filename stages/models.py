@@ -1,8 +1,12 @@
-"""The built-in tiny model: a random-init causal LM and a character tokenizer, built with no download.
+"""Base models the runner makes before the first stage: the built-in tiny model, and GGUF files converted.
 
-`python -m stages.models SPEC_JSON OUT_DIR SEED` writes it as an ordinary HF model directory, so
-every stage loads it with `from_pretrained` exactly as it would load a real checkpoint: the
-embedded default and a real model share one code path.
+`python -m stages.models IDENTITY_JSON OUT_DIR` writes either as an ordinary HF model directory, so every
+stage loads it with `from_pretrained` exactly as it would load a real checkpoint: the embedded default, a
+GGUF file and a hub model share one code path. IDENTITY_JSON is the plan's identity of the base model
+(`{"tiny": spec, "seed": n}` or `{"gguf": path, "sha256": digest}`); it is written into the directory as
+`gradus_base.json` before the directory appears, so the runner can tell a finished one that matches.
+
+The tiny model is a random-init causal LM with a character tokenizer, built with no download.
 
 Why a character tokenizer: arithmetic is about digits, and one token per character keeps the
 model tiny. Why Llama by default: with a Qwen2 config, transformers 5 swaps any saved tokenizer for
@@ -18,6 +22,8 @@ import string
 import sys
 from pathlib import Path
 from typing import Any
+
+from stages.arguments import BASE_MODEL_IDENTITY_FILE
 
 SPECIAL_TOKENS = ["<|pad|>", "<|endoftext|>", "<|unk|>", "<|im_start|>", "<|im_end|>"]
 PAD, EOS, UNK = "<|pad|>", "<|im_end|>", "<|unk|>"
@@ -58,8 +64,8 @@ def build_tokenizer(arch: str) -> Any:
     return tokenizer
 
 
-def build_tiny_model(spec: dict[str, Any], seed: int, out_dir: Path) -> None:
-    """Write the tiny model and its tokenizer to `out_dir` (atomically: a crash leaves nothing half-made)."""
+def tiny_model(spec: dict[str, Any], seed: int) -> tuple[Any, Any]:
+    """The tiny model (random init from `seed`) and its tokenizer."""
     import torch
     from transformers import AutoModelForCausalLM, GenerationConfig, LlamaConfig, Qwen2Config
 
@@ -85,12 +91,52 @@ def build_tiny_model(spec: dict[str, Any], seed: int, out_dir: Path) -> None:
     model.generation_config = GenerationConfig(
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, do_sample=False
     )
+    return model, tokenizer
+
+
+def convert_gguf(gguf_path: Path) -> tuple[Any, Any]:
+    """A GGUF file's model, dequantised to fp32, as a plain transformers model that can be saved.
+
+    transformers loads GGUF with a quantization config that makes `save_pretrained` refuse; a model built
+    afresh from the same config without it, holding the same tensors, saves and loads like any other.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    config = loaded.config
+    del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    # Generation stops at the chat template's end of turn, and pads with the tokenizer's pad token.
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+    )
+    return model, tokenizer
+
+
+def make_base_model(identity: dict[str, Any], out_dir: Path) -> None:
+    """Write the base model `identity` describes to `out_dir`, atomically: a crash leaves nothing half-made,
+    and `BASE_MODEL_IDENTITY_FILE` is in the directory from the moment it exists."""
+    if "gguf" in identity:
+        model, tokenizer = convert_gguf(Path(identity["gguf"]))
+    else:
+        model, tokenizer = tiny_model(identity["tiny"], identity["seed"])
     staging = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
+    (staging / BASE_MODEL_IDENTITY_FILE).write_text(json.dumps(identity, sort_keys=True))
+    shutil.rmtree(out_dir, ignore_errors=True)
     staging.rename(out_dir)
 
 
+def build_tiny_model(spec: dict[str, Any], seed: int, out_dir: Path) -> None:
+    """Write the tiny model `spec` describes, initialised from `seed`, to `out_dir` (as the runner does)."""
+    make_base_model({"tiny": spec, "seed": seed}, out_dir)
+
+
 if __name__ == "__main__":
-    build_tiny_model(json.loads(sys.argv[1]), int(sys.argv[3]), Path(sys.argv[2]))
+    make_base_model(json.loads(sys.argv[1]), Path(sys.argv[2]))

@@ -258,7 +258,7 @@ def part_model(check: Check) -> dict[str, Any]:
     spec = {"arch": "qwen2", **check.sizes.model_shape, "max_position_embeddings": max(4096, check.sizes.seq_length)}
     target = model_path(check)
     shutil.rmtree(target, ignore_errors=True)
-    run_bounded([sys.executable, "-m", "stages.models", json.dumps(spec), str(target), "0"], check.budget("model"), check.log("model"), cwd=REPO)
+    run_bounded([sys.executable, "-m", "stages.models", json.dumps({"tiny": spec, "seed": 0}), str(target)], check.budget("model"), check.log("model"), cwd=REPO)
     return {"spec": spec, "path": str(target)}
 
 
