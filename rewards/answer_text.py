@@ -11,13 +11,19 @@ one (a second block left open), means there is no answer. The opening tag itself
 chat templates write it into the prompt. A chat message that the tokenizer's response schema already
 split (`reasoning_content` or `thinking` beside `content`) had a closed block; its `content` is the answer.
 
-**The final box** (`final_box`). The answer of a completion that has a `\boxed{` is its last one, read
+**The final box** (`final_boxes`). The answer of a completion that has a `\boxed{` is its last one, read
 with nested braces whole. A last box that never closes (cut off by max_tokens), is blank, or holds
 another box is no answer: an earlier box must not stand in for it (a permissive reader that falls back
 to the previous box rewards the cut-off completion, marin#9163), and a box inside a box is read by
-math-verify as the inner one. Boxes chained to the last by nothing but `,`, `and`, `or`, `$` or
-spaces are one answer, a list, exactly as math-verify reads `\boxed{5}, \boxed{7}`; so writing several
-candidates never earns more than the list they form.
+math-verify as the inner one. Boxes chained to the last are one answer, a list, exactly as math-verify
+reads `\boxed{5}, \boxed{7}`; so writing several candidates never earns more than the list they form.
+Chained means: between two boxes there is only TeX spacing (`\quad`, `\;`, `~`), math delimiters,
+marks (`,` `;` `.`), a variable's label (`y_2 =`), and at most a few short words, one of them a list
+or hedging word (`and`, `or`, `maybe`; plain or in `\text{}`): `\boxed{3} \quad \text{and} \quad
+\boxed{5}`, `\boxed{(3, 3)} \text{ for part (a) and } \boxed{(1, 1)}`. Words without one
+(`\boxed{1}. No wait: the answer is \boxed{72}`) end the chain: a correction's last box wins.
+A gold written as text around boxes (a sentence, a worked solution) is read the same way
+(`gold_answer`): its final box, provided every earlier box repeats it.
 
 **Digit separators** (`read_numbers`), one rule for golds and answers alike:
   * A comma, `{,}` or `,\!` between digit groups is a thousands separator when the number is written in
@@ -66,10 +72,20 @@ _NUMBER_RUN = re.compile(rf"\d+(?:(?:{_COMMA}|{_SPACE}|\.)\d+)+")
 _SEPARATOR = re.compile(rf"({_COMMA}|{_SPACE}|\.)")
 _SCIENTIFIC = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)[eE]([-+]?\d+)(?![\w.])")
 _OPENING_BRACKETS = ("(", "[", "\\{", "\\left(", "\\left[", "\\left\\{")
-# Between two boxes that state one answer together: marks and list or hedging words only.
-_GAP_BETWEEN_CHAINED_BOXES = re.compile(
-    r"(?:[\s$,;.]|\b(?:and|or|maybe|perhaps|possibly|alternatively|either)\b|\\text\{\s*(?:and|or)\s*\})*", re.IGNORECASE
+# Between two chained boxes (see the module docstring): what is no word, a variable's label, and the
+# words allowed, of which one must be a list or hedging word when there are any.
+_GAP_FILLER = re.compile(
+    r"\\(?:qquad|quad|text|textbf|textit|textrm|textnormal|mbox|mathrm)(?![A-Za-z])|\\[,;:! ()\[\]\\]|[\s$~{},;.:]"
 )
+_GAP_LABEL = re.compile(r"(?<![A-Za-z\\])[A-Za-z](?:_\{?\w{1,3}\}?)?\s*=")
+_GAP_WORD = re.compile(r"[A-Za-z]+|\([A-Za-z0-9]{1,3}\)")
+CHAIN_WORDS = frozenset({"and", "or", "maybe", "perhaps", "possibly", "alternatively", "either"})
+# At most this many words between two chained boxes: "for part (a) and" is 4.
+MAX_CHAIN_WORDS = 4
+# One `\pm` or `\mp` in a list item: the item stands for two (`\frac{-1 \pm \sqrt{13}}{4}`).
+_PLUS_MINUS = re.compile(r"\\(pm|mp)(?![A-Za-z])")
+# Constants written upright, `\mathrm{e}` and `\mathrm{i}`, which math-verify reads as text or cuts off.
+_UPRIGHT_CONSTANT = re.compile(r"\\mathrm\s*\{\s*([ei])\s*\}")
 # \frac, \dfrac, \tfrac and \sqrt with TeX's one-token arguments (a digit or a command), unbraced.
 _FRACTION_SHORTHAND = re.compile(r"(\\[dt]?frac)\s*(\\[A-Za-z]+|\d)\s*(\\[A-Za-z]+|\d)")
 _ROOT_SHORTHAND = re.compile(r"(\\sqrt)\s*(\\[A-Za-z]+|\d)")
@@ -116,8 +132,43 @@ def _schema_split_reasoning(completion: object) -> bool:
 
 
 def final_box(text: str) -> str | None:
-    """The content of the final `\\boxed{}` answer, a chain of boxes joined into one list; None when the
-    text has no box, or its last box is cut off, blank or holds another box."""
+    """The final `\\boxed{}` answer as one string, a chain of boxes joined into a list (`final_boxes`)."""
+    boxes = final_boxes(text)
+    return None if boxes is None else ", ".join(boxes)
+
+
+def final_boxes(text: str) -> list[str] | None:
+    """The contents of the final chain of boxes, one per box, in order; None when the text has no box,
+    or its last box is cut off, blank or holds another box."""
+    chain = _final_chain(text)
+    return None if chain is None else [text[content_start:end] for _, content_start, end in chain[1]]
+
+
+def after_final_box(text: str) -> str:
+    """The text after the last box closes ("" when it never closes, or there is no box)."""
+    boxes = _top_level_boxes(text)
+    end = boxes[-1][2] if boxes else None
+    return "" if end is None else text[end + 1 :]
+
+
+def gold_answer(gold: str) -> str | None:
+    """What a gold states: the gold itself without a box; with boxes (a sentence or a worked solution
+    around them), its final box or chain of boxes, provided every box before that chain repeats one of
+    its boxes; None otherwise, since a gold whose boxes disagree does not say which one is its answer."""
+    if not has_box(gold):
+        return gold
+    chain = _final_chain(gold)
+    if chain is None:
+        return None
+    boxes, final = chain
+    contents = [gold[content_start:end].strip() for _, content_start, end in final]
+    if any(end is None or gold[content_start:end].strip() not in contents for _, content_start, end in boxes[: -len(final)]):
+        return None
+    return ", ".join(contents)
+
+
+def _final_chain(text: str) -> tuple[list[tuple[int, int, int | None]], list[tuple[int, int, int]]] | None:
+    """(every top-level box, the final chain of them), or None when the text's last box is no answer."""
     boxes = _top_level_boxes(text)
     if not boxes:
         return None
@@ -127,14 +178,24 @@ def final_box(text: str) -> str | None:
     content = text[content_start:end]
     if not content.strip() or BOXED in content:
         return None
-    chain = [content]
-    following_start = start
-    for previous_start, previous_content_start, previous_end in reversed(boxes[:-1]):
-        if previous_end is None or not _GAP_BETWEEN_CHAINED_BOXES.fullmatch(text[previous_end + 1 : following_start]):
+    chain = [(start, content_start, end)]
+    for previous in reversed(boxes[:-1]):
+        if previous[2] is None or not _chains(text[previous[2] + 1 : chain[0][0]]):
             break
-        chain.insert(0, text[previous_content_start:previous_end])
-        following_start = previous_start
-    return ", ".join(chain)
+        chain.insert(0, previous)
+    return boxes, chain
+
+
+def _chains(gap: str) -> bool:
+    """Whether the text between two boxes joins them into one answer (see the module docstring)."""
+    words = _GAP_FILLER.sub(" ", _GAP_LABEL.sub(" ", gap)).split()
+    if not words:
+        return True
+    return (
+        len(words) <= MAX_CHAIN_WORDS
+        and all(_GAP_WORD.fullmatch(word) for word in words)
+        and any(word.lower() in CHAIN_WORDS for word in words)
+    )
 
 
 def has_box(text: str) -> bool:
@@ -164,13 +225,51 @@ def _top_level_boxes(text: str) -> list[tuple[int, int, int | None]]:
 
 def tidy(text: str) -> str:
     r"""An answer as LaTeX that math-verify reads whole: outer spaces, `$` and a final period dropped,
-    and TeX's unbraced one-token arguments braced (`\frac \pi4` is `\frac{\pi}{4}`, which math-verify
-    would otherwise mangle into a fragment: 2 for MATH's gold `\frac \pi4 + 2 - \sqrt2`)."""
+    TeX's unbraced one-token arguments braced (`\frac \pi4` is `\frac{\pi}{4}`, which math-verify
+    would otherwise mangle into a fragment: 2 for MATH's gold `\frac \pi4 + 2 - \sqrt2`), and the
+    upright constants `\mathrm{e}` and `\mathrm{i}` written as e and i (math-verify reads
+    `1 - \frac{1}{\mathrm{e}}` as its fragment `1 - \frac{1}{`, and `2+3\mathrm{i}` as 5)."""
     text = text.strip()
     while len(text) > 1 and text[0] == "$" and text[-1] == "$" and text[-2] != "\\":
         text = text[1:-1].strip()
     text = _ROOT_SHORTHAND.sub(r"\1{\2}", _FRACTION_SHORTHAND.sub(r"\1{\2}{\3}", text))
+    text = upright_constants(text)
     return text[:-1].rstrip() if text.endswith(".") else text
+
+
+def upright_constants(text: str) -> str:
+    r"""`text` with `\mathrm{e}` and `\mathrm{i}` written e and i, the constants math-verify knows by those names."""
+    return _UPRIGHT_CONSTANT.sub(r"\1", text)
+
+
+def list_items(text: str) -> list[str]:
+    """The items of a list answer: `text` split at its commas outside any brackets or braces."""
+    items, depth, start = [], 0, 0
+    for index, character in enumerate(text):
+        depth += character in "([{"
+        depth -= character in ")]}"
+        if character == "," and depth == 0:
+            items.append(text[start:index])
+            start = index + 1
+    return [*items, text[start:]]
+
+
+def expand_plus_minus(text: str) -> str:
+    r"""`text` with each list item that holds one `\pm` (or `\mp`) written as the two items it stands
+    for: `x = \frac{-1 \pm \sqrt{13}}{4}` is `x = \frac{-1 + \sqrt{13}}{4}, x = \frac{-1 - \sqrt{13}}{4}`,
+    which math-verify reads, where it reads a nested `\pm` as nothing. An item with several is left as
+    it is (are their signs tied?). Text without one comes back unchanged."""
+    if not _PLUS_MINUS.search(text):
+        return text
+    items = []
+    for item in list_items(text):
+        signs = _PLUS_MINUS.findall(item)
+        if len(signs) == 1:
+            first, second = ("+", "-") if signs[0] == "pm" else ("-", "+")
+            items += [_PLUS_MINUS.sub(first, item), _PLUS_MINUS.sub(second, item)]
+        else:
+            items.append(item)
+    return ", ".join(item.strip() for item in items)  # ", ": no digits of two items read as one number
 
 
 def read_numbers(text: str, decimal_comma: bool = False) -> str | None:

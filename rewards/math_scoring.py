@@ -7,13 +7,17 @@ a process's main thread: `rewards.math_accuracy` calls them inline from the main
 process (whose main thread runs them).
 
 How a pair is scored (the text rules are `rewards.answer_text`'s):
-  1. The gold is read as math or not at all (`parse_gold`): None for every completion otherwise.
+  1. The gold is read as math or not at all (`parse_gold`): None for every completion otherwise. A
+     gold written as text around a final box is read from that box (`answer_text.gold_answer`).
   2. The completion's answer is the part after a closed reasoning block (with reasoning tags), then
      its final box; a completion without a box may still state its answer after the word "answer"
      ("The answer is 72."), which math-verify finds as TRL's and open-r1's accuracy rewards do, never
      a number met in the reasoning. Several answers stated that way ("the answer is 7 or 8") score 0.
+     Boxes chained to the final one (`rewards.answer_text`) are one list, each box one item of it:
+     boxes that repeat an item, or a box holding a list of its own, score 0.
      With `extraction="lenient"` a completion without a box is read by math-verify's own default
-     extraction instead, which also takes the last expression or `$...$` with no anchor.
+     extraction instead, which also takes the last expression or `$...$` with no anchor, and an
+     anchored answer after the last box ("The final answer is 7.") comes before that box.
   3. Gold and answer go through the same digit-separator rule and the same parse (`parse_math`: the
      text inside `\boxed{}`), so a gold always verifies against itself. An ambiguous answer scores 0.
   4. An answer written exactly as the gold scores 1.0, and two plain numbers are compared exactly,
@@ -42,7 +46,7 @@ from sympy import Basic, Expr, FiniteSet, Float, MatrixBase, Mul, Symbol, Tuple
 from sympy import E as EULER
 from sympy import I as IMAGINARY_UNIT
 
-from rewards.answer_text import final_box, has_box, read_numbers, tidy
+from rewards.answer_text import after_final_box, expand_plus_minus, final_boxes, gold_answer, has_box, list_items, read_numbers, tidy, upright_constants
 
 # How an answer (or a gold), once found, is read: as the content of one \boxed{}, with math-verify's
 # default LaTeX normalisation (malformed operators and nits fixed: `\frac43`, `11\sqrt2`), and nothing
@@ -75,8 +79,18 @@ MATH_WORDS = frozenset(
     "sin cos tan cot sec csc arcsin arccos arctan sinh cosh tanh log ln lg exp lim max min gcd lcm mod "
     "deg det and or inf infinity sqrt".split()
 )
+# Units that math-verify's normalisation removes from the end of an answer (`125 miles` reads as 125),
+# with their plurals; a gold that ends in one is a quantity, not prose.
+UNITS = frozenset(
+    form
+    for unit in "mile feet inch yard meter metre degree second minute hour day month year cent pound gallon liter litre acre hectare unit".split()
+    for form in (unit, f"{unit}s", f"{unit}es")
+)
+_FINAL_WORD = re.compile(r"([A-Za-z]+)\s*$")
 # A gold that states a derivation is read by math-verify as its last part.
 DERIVATION = re.compile(r"\\(?:implies|Rightarrow|Longrightarrow|iff|therefore|because)(?![A-Za-z])")
+# Sub- and superscripts name things (`S_{MBCN}`): their letters are no words.
+_SCRIPT = re.compile(r"[_^]\s*(?:\{[^{}]*\}|[A-Za-z0-9])")
 _TEXT_GROUP = re.compile(r"\\(?:text|textbf|textit|mbox|mathrm|mathbf|mathit|operatorname|begin|end)\s*\{[^{}]*\}")
 _COMMAND = re.compile(r"\\[A-Za-z]+")
 _WORD = re.compile(r"[A-Za-z]{3,}")
@@ -101,7 +115,8 @@ def parse_math(text: str, timeout_seconds: int) -> tuple:
 @lru_cache(maxsize=CACHE_SIZE)
 def parse_gold(gold: str, timeout_seconds: int, decimal_comma: bool) -> tuple[str, tuple] | None:
     """(the gold with its digit separators resolved, its parse), or None if the gold is not math: then
-    every completion scores None.
+    every completion scores None. A gold written as text around a final box is read from that box
+    (`rewards.answer_text.gold_answer`).
 
     Not math: an ambiguous number or a derivation (`read_answer`); prose, that is a word of three or
     more letters outside \\text{} that is no function name ("5 apples", "none", "The answer is 5", which
@@ -111,7 +126,8 @@ def parse_gold(gold: str, timeout_seconds: int, decimal_comma: bool) -> tuple[st
     A \\text{} answer (`\\text{Tuesday}`, `\\text{(C)}`) is math here: math-verify reads it as one
     symbol named by its text, which only that text matches.
     """
-    text = read_answer(gold, decimal_comma)
+    stated = gold_answer(gold)
+    text = None if stated is None else read_answer(stated, decimal_comma)
     if text is None or is_prose(text):
         return None
     parsed = parse_math(text, timeout_seconds)
@@ -121,15 +137,20 @@ def parse_gold(gold: str, timeout_seconds: int, decimal_comma: bool) -> tuple[st
 
 
 def read_answer(text: str, decimal_comma: bool) -> str | None:
-    """A gold or an answer as it is parsed (tidied, digit separators resolved), or None if it is
-    ambiguous or a derivation, which math-verify reads as its last part (`x = 5 \\implies y = 7` as 7)."""
+    """A gold or an answer as it is parsed (tidied, digit separators resolved, a nested `\\pm` written as
+    its two items), or None if it is ambiguous or a derivation, which math-verify reads as its last part
+    (`x = 5 \\implies y = 7` as 7)."""
     text = read_numbers(tidy(text), decimal_comma)
-    return None if text is None or DERIVATION.search(text) else text
+    return None if text is None or DERIVATION.search(text) else expand_plus_minus(text)
 
 
 def is_prose(text: str) -> bool:
-    """Whether `text` has a word (3+ letters, outside \\text{}-like groups and commands) that is no math word."""
-    bare = _COMMAND.sub(" ", _TEXT_GROUP.sub(" ", text))
+    """Whether `text` has a word (3+ letters, outside \\text{}-like groups, commands and sub- or
+    superscripts, and other than a final unit) that is no math word."""
+    bare = _COMMAND.sub(" ", _TEXT_GROUP.sub(" ", _SCRIPT.sub(" ", text)))
+    unit = _FINAL_WORD.search(bare)
+    if unit is not None and unit[1].lower() in UNITS:
+        bare = bare[: unit.start()]
     return any(word.lower() not in MATH_WORDS for word in _WORD.findall(bare))
 
 
@@ -187,8 +208,8 @@ def score_pair(
     if read_gold is None:
         return None
     gold_text, gold_parsed = read_gold
-    answer = None if region is None else _answer_text(region, timeout_seconds, extraction)
-    answer = None if answer is None else read_answer(answer, decimal_comma)
+    stated = None if region is None else _answer_text(region, timeout_seconds, extraction, decimal_comma)
+    answer = None if stated is None else read_answer(stated[0], decimal_comma)
     if answer is None:
         return 0.0
     if answer == gold_text:
@@ -199,6 +220,9 @@ def score_pair(
     answer_parsed = parse_math(answer, timeout_seconds)
     if not answer_parsed:
         return 0.0  # math-verify found nothing in it (or timed out)
+    boxes = stated[1]
+    if boxes > 1 and not (isinstance(answer_parsed[0], FiniteSet) and len(answer_parsed[0]) == len(list_items(answer))):
+        return 0.0  # chained boxes that repeat one item (`\boxed{5} \quad \boxed{5}`), which a set would hide
     if "%" not in gold_text + answer and far_apart(gold_parsed, answer_parsed, timeout_seconds):
         return 0.0  # what verify would say, without its costly symbolic simplification
     if not verify(list(gold_parsed), list(answer_parsed), timeout_seconds=timeout_seconds):
@@ -206,21 +230,46 @@ def score_pair(
     return 0.0 if _equal_only_when_rounded(gold_parsed, answer_parsed, timeout_seconds) else 1.0
 
 
-def _answer_text(region: str, timeout_seconds: int, extraction: str) -> str | None:
-    """The answer a completion states: its final box, or else what follows an "answer" anchor (with
-    `extraction="lenient"`, whatever math-verify's default extraction finds), unless it is one of several."""
+def _answer_text(region: str, timeout_seconds: int, extraction: str, decimal_comma: bool) -> tuple[str, int] | None:
+    """(the answer a completion states, how many boxes it came from), or None if it states none.
+
+    Its final box (or chain of boxes, each one item of the list they form), or else what follows an
+    "answer" anchor, unless that is one of several. With `extraction="lenient"`, an anchored answer
+    after the last box comes before that box (math-verify ranks "final answer is" above boxes), and
+    without a box, whatever math-verify's default extraction finds.
+    """
+    lenient = extraction == "lenient"
+    region = upright_constants(region)  # math-verify's extraction would stop at `\mathrm{e}`
     if has_box(region):
-        return final_box(region)
-    if extraction == "lenient":
+        anchored = _anchored_answer(after_final_box(region), timeout_seconds) if lenient else None
+        if anchored is not None:
+            return anchored, 0
+        boxes = final_boxes(region)
+        if boxes is None or (len(boxes) > 1 and not all(_one_item(box, decimal_comma) for box in boxes)):
+            return None
+        return ", ".join(boxes), len(boxes)
+    if lenient:
         found = parse(region, extraction_config=LENIENT_EXTRACTION, parsing_timeout=timeout_seconds)
-    elif may_hold_an_answer(region):
-        found = parse(region, extraction_config=ANCHORED_EXTRACTION, extraction_mode="first_match", parsing_timeout=timeout_seconds)
+        answer = found[-1] if found and isinstance(found[-1], str) and not _followed_by_another_answer(region, found[-1]) else None
     else:
+        answer = _anchored_answer(region, timeout_seconds)
+    return None if answer is None else (answer, 0)
+
+
+def _anchored_answer(text: str, timeout_seconds: int) -> str | None:
+    """What follows an "answer" anchor in `text`, unless it is one of several; None if nothing does."""
+    if not may_hold_an_answer(text):
         return None
-    if not found or not isinstance(found[-1], str):
+    found = parse(text, extraction_config=ANCHORED_EXTRACTION, extraction_mode="first_match", parsing_timeout=timeout_seconds)
+    if not found or not isinstance(found[-1], str) or _followed_by_another_answer(text, found[-1]):
         return None
-    answer = found[-1]
-    return None if _followed_by_another_answer(region, answer) else answer
+    return found[-1]
+
+
+def _one_item(box: str, decimal_comma: bool) -> bool:
+    """Whether a box of a chain holds one item: `\\boxed{1, 2} and \\boxed{3}` is no one-box-per-answer list."""
+    text = read_numbers(tidy(box), decimal_comma)
+    return text is not None and len(list_items(text)) == 1
 
 
 def _followed_by_another_answer(region: str, answer: str) -> bool:

@@ -31,6 +31,14 @@ ADVERSARIAL: list[tuple[str, str, str, dict]] = [
     ("a list after an answer anchor", "Final answer: 7, 8", "7", {}),
     ("a box inside the final box", r"\boxed{\boxed{7}, 8}", "7", {}),
     ("100 boxed guesses", " ".join(rf"\boxed{{{guess}}}" for guess in range(100)), "7", {}),
+    # several boxes chained by TeX spacing or connecting text: one list, never more than the gold
+    ("two boxes apart by TeX spacing", r"\boxed{5} \quad \boxed{7}", "7", {}),
+    ("two boxes joined by spaced text", r"\boxed{5} \qquad \text{and} \qquad \boxed{7}", "7", {}),
+    ("two boxes joined by a phrase", r"\boxed{5} \text{ for part (a) or } \boxed{7}", "7", {}),
+    ("the gold boxed twice", r"\boxed{7} \; \boxed{7}", "7", {}),
+    ("a superset of a multi-answer gold", r"\boxed{1} \quad \text{and} \quad \boxed{2} \quad \text{and} \quad \boxed{3}", "1, 2", {}),
+    ("a multi-answer gold with one box repeated", r"\boxed{1} \quad \boxed{1} \quad \boxed{2}", "1, 2", {}),
+    ("a multi-answer gold, one box holding a list", r"\boxed{1, 2} \quad \boxed{1}", "1, 2", {}),
     # a list, set, interval or relation that contains the gold
     ("a list holding the gold", r"\boxed{5, 7}", "7", {}),
     ("a set holding the gold", r"\boxed{\{5, 6, 7\}}", "7", {}),

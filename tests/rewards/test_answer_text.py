@@ -2,7 +2,7 @@
 
 import pytest
 
-from rewards.answer_text import ReasoningTags, final_box, read_numbers, reasoning_answer, tidy
+from rewards.answer_text import ReasoningTags, expand_plus_minus, final_box, gold_answer, list_items, read_numbers, reasoning_answer, tidy
 
 
 @pytest.mark.parametrize(
@@ -64,6 +64,15 @@ def test_separators_with_decimal_commas(text: str, expected: str | None) -> None
         (r"$\boxed{5}$ and $\boxed{7}$", "5, 7"),
         (r"\boxed{5} or maybe \boxed{7}", "5, 7"),
         (r"\boxed{7}\boxed{8}", "7, 8"),
+        # TeX spacing, delimiters, labels and a few words with "and" or "or" chain boxes too
+        (r"\boxed{3} \quad \text{and} \quad \boxed{5}", "3, 5"),
+        (r"\boxed{3} \qquad \boxed{5}", "3, 5"),
+        (r"\boxed{3} \; \boxed{5}", "3, 5"),
+        (r"\boxed{(3, 3)} \text{ for part (a) and } \boxed{(1, 1)}", "(3, 3), (1, 1)"),
+        (r"\( y_1 = \boxed{x + 1} \) and \( y_2 = \boxed{x - 1} \)", "x + 1, x - 1"),
+        (r"\boxed{1}. So \boxed{72}", "72"),  # words without a list word end the chain
+        (r"\boxed{3} is wrong and now it is \boxed{5}", "5"),  # too many words between them
+        (r"\boxed{3} \text{ is 3 and } \boxed{5}", "5"),  # a number between them is no connecting text
         (r"\boxed{7} and finally \boxed{8", None),  # cut off: no falling back to the earlier box
         (r"\boxed{7} and \boxed{ }", None),
         (r"\boxed{\boxed{7}, 8}", None),
@@ -74,11 +83,49 @@ def test_final_box(text: str, expected: str | None) -> None:
     assert final_box(text) == expected
 
 
+@pytest.mark.parametrize(
+    ("gold", "expected"),
+    [
+        ("72", "72"),  # no box: the gold as it is
+        (r"So the answer is: \[ \boxed{11111111100} \]", "11111111100"),
+        (r"Thus, the domain of the function is: \[ \boxed{(2, 12) \cup (12, 102)} \]", r"(2, 12) \cup (12, 102)"),
+        (r"First $\boxed{840}$, and after checking: **Final Answer** \boxed{840}", "840"),  # a box repeated
+        (r"\boxed{1} papers and \boxed{2} bins", "1, 2"),  # a chain of boxes
+        (r"\boxed{5} or \boxed{6}? I am not sure, \boxed{6}", None),  # boxes that disagree
+        (r"The answer is \boxed{6", None),  # a box cut off
+    ],
+)
+def test_gold_answer_reads_a_gold_written_around_boxes_from_its_final_box(gold: str, expected: str | None) -> None:
+    assert gold_answer(gold) == expected
+
+
+def test_list_items_split_at_top_level_commas_only() -> None:
+    assert list_items(r"(1, 2), \{3, 4\}, [5, 6), \frac{7}{8}") == ["(1, 2)", r" \{3, 4\}", " [5, 6)", r" \frac{7}{8}"]
+    assert list_items("7") == ["7"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (r"x = \frac{-1 \pm \sqrt{13}}{4}", r"x = \frac{-1 + \sqrt{13}}{4}, x = \frac{-1 - \sqrt{13}}{4}"),
+        (r"\frac{1}{2}, 2 \mp 3", r"\frac{1}{2}, 2 - 3, 2 + 3"),
+        (r"1 \pm 2 \pm 3", r"1 \pm 2 \pm 3"),  # several in one item: their signs may or may not be tied
+        (r"\pmb{7}", r"\pmb{7}"),  # another command
+        ("5, 7", "5, 7"),
+    ],
+)
+def test_expand_plus_minus(text: str, expected: str) -> None:
+    assert expand_plus_minus(text) == expected
+
+
 def test_tidy_braces_tex_shorthand_and_drops_dollars_and_a_final_period() -> None:
     assert tidy(r" $\frac \pi4 + 2 - \sqrt2$ ") == r"\frac{\pi}{4} + 2 - \sqrt{2}"
     assert tidy(r"\frac{7}{5} + \frac{1}{5} i.") == r"\frac{7}{5} + \frac{1}{5} i"
     assert tidy(r"\dfrac12") == r"\dfrac{1}{2}"
     assert tidy(r"\sqrt[3]{2}") == r"\sqrt[3]{2}"
+    assert tidy(r"$1 - \frac{1}{\mathrm{e}}$") == r"1 - \frac{1}{e}"
+    assert tidy(r"2+3\mathrm{ i }") == "2+3i"
+    assert tidy(r"\mathrm{d}x") == r"\mathrm{d}x"  # only the constants e and i
 
 
 THINK = ReasoningTags.of(True)

@@ -162,6 +162,50 @@ def test_a_gold_that_is_not_math_scores_none_for_every_completion_and_is_counted
     assert reward.metrics() == {"errors": 0, "unusable_golds": 1, "unusable_gold_examples": [gold]}
 
 
+# Golds that are math but read as None before (issue 25): each with a right answer and a wrong one.
+MATH_GOLDS = [
+    (r"1 - \frac{1}{\mathrm{e}}", r"\boxed{1 - e^{-1}}", r"\boxed{1 + \frac{1}{e}}"),  # upright constants
+    (r"2 + 3\mathrm{i}", r"\boxed{2 + 3i}", r"\boxed{5}"),  # math-verify alone reads it as 5
+    (r"x = \frac{1}{2}, x = \frac{-1 \pm \sqrt{13}}{4}", r"\boxed{x = \frac{1}{2}, x = \frac{-1 \pm \sqrt{13}}{4}}", r"\boxed{x = \frac{1}{2}}"),
+    (r"\frac{-1 \pm \sqrt{13}}{4}", r"\boxed{\frac{-1 + \sqrt{13}}{4}, \frac{-1 - \sqrt{13}}{4}}", r"\boxed{\frac{-1 + \sqrt{13}}{4}}"),
+    ("S_{MBCN}:S=7:32", r"\boxed{7:32}", r"\boxed{7:33}"),  # a ratio whose subscript is no word
+    (r"So the answer is: \[ \boxed{11111111100} \]", r"\boxed{11,\! 111,\! 111,\! 100}", r"\boxed{11111111101}"),
+    (r"Thus, the domain of the function is: \[ \boxed{(2, 12) \cup (12, 102)} \]", r"$x \in \boxed{(2,12) \cup (12,102)}$", r"\boxed{(2, 102)}"),
+    ("$125$ miles", r"\boxed{125}", r"\boxed{126}"),  # a unit math-verify removes
+]
+
+
+@pytest.mark.parametrize(("gold", "right", "wrong"), MATH_GOLDS)
+def test_golds_that_are_math_are_read(gold: str, right: str, wrong: str) -> None:
+    reward = MathAccuracy()
+    assert reward(["?", "?"], [right, wrong], answer=[gold, gold]) == [1.0, 0.0]
+    assert reward.unusable_golds == 0
+
+
+# Boxes chained by TeX spacing or a few connecting words form one list: credited when each box is one
+# item of a multi-answer gold and together they are all of it; never for a single answer, a superset,
+# a repeat, or a box holding a list of its own.
+MULTI_BOX_CASES = [
+    (r"\boxed{(2, 2)} \quad \text{and} \quad \boxed{(6, 2)}", "(2, 2), (6, 2)", 1.0),
+    (r"\boxed{k = 45} \quad \text{and} \quad \boxed{n = 2}", "k = 45, n = 2", 1.0),
+    (r"\boxed{(3, 3)} \text{ for part (a) and } \boxed{(1, 1)}", "(3, 3), (1, 1)", 1.0),
+    (r"\[ n = \boxed{-2} \quad \text{and} \quad \boxed{1}. \]", "1,-2", 1.0),  # in any order
+    (r"\boxed{x = \frac{1}{2}} \; \boxed{x = \frac{-1 \pm \sqrt{13}}{4}}", r"x = \frac{1}{2}, x = \frac{-1 \pm \sqrt{13}}{4}", 1.0),
+    (r"\boxed{3} \quad \boxed{5}", "5", 0.0),  # a single answer hedged
+    (r"\boxed{1} \qquad \boxed{2} \qquad \boxed{3}", "1, 2", 0.0),  # more than the gold has
+    (r"\boxed{1} \; \boxed{1} \; \boxed{2}", "1, 2", 0.0),  # one repeated
+    (r"\boxed{5} \quad \boxed{5}", "5", 0.0),
+    (r"\boxed{1, 2} \quad \boxed{3}", "1, 2, 3", 0.0),  # a box is one item
+    (r"\boxed{1}. No wait: the answer is \boxed{2}.", "1, 2", 0.0),  # a correction: the last box alone
+]
+
+
+@pytest.mark.parametrize(("completion", "gold", "expected"), MULTI_BOX_CASES)
+def test_chained_boxes_are_one_list_with_one_item_per_box(completion: str, gold: str, expected: float) -> None:
+    for extraction in ("boxed", "lenient"):
+        assert MathAccuracy(extraction=extraction)(["?"], [completion], answer=[gold]) == [expected]
+
+
 def test_decimal_commas_when_the_data_uses_them() -> None:
     reward = MathAccuracy(decimal_comma=True)
     golds = ["3,5", "1.000,5", "3,5", "1,000"]
@@ -184,6 +228,8 @@ EXTRACTION_CASES = [
     ("The answer is 56 or 57.", 0.0, 0.0),  # a hedge, whichever extraction reads it
     (r"It is 56, so \boxed{57}", 0.0, 0.0),  # with a box, the box is the answer in both
     (r"It is 56, so \boxed{5", 0.0, 0.0),  # a box cut off is no answer in either
+    (r"First \boxed{7}, then \boxed{8}. The final answer is $56$.", 0.0, 1.0),  # "final answer" after the boxes
+    (r"So \boxed{56}. The final answer is 57.", 1.0, 0.0),  # "boxed" reads the box alone, "lenient" the later answer
 ]
 
 

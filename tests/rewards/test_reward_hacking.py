@@ -1,4 +1,5 @@
-"""No reward hacking: every adversarial completion (tests/rewards/adversarial_completions.py) scores 0.0."""
+"""No reward hacking: every adversarial completion (tests/rewards/adversarial_completions.py) scores 0.0,
+with either extraction (the lenient one is for evaluation, where a hedge must not count either)."""
 
 import pytest
 
@@ -11,9 +12,10 @@ def test_the_set_is_large_and_varied() -> None:
     assert len({(completion, gold) for _, completion, gold, _ in ADVERSARIAL}) == len(ADVERSARIAL)
 
 
+@pytest.mark.parametrize("extraction", ["boxed", "lenient"])
 @pytest.mark.parametrize(("attempt", "completion", "gold", "options"), ADVERSARIAL, ids=[case[0] for case in ADVERSARIAL])
-def test_adversarial_completion_scores_zero(attempt: str, completion: str, gold: str, options: dict, hang_guard: None) -> None:
-    reward = MathAccuracy(timeout_seconds=1, **options)
+def test_adversarial_completion_scores_zero(attempt: str, completion: str, gold: str, options: dict, extraction: str, hang_guard: None) -> None:
+    reward = MathAccuracy(timeout_seconds=1, extraction=extraction, **options)
     assert reward(["?"], [completion], answer=[gold]) == [0.0]
     assert reward.unusable_golds == 0  # every gold here is math: a 0.0 is a verdict, not a skipped row
 
