@@ -87,13 +87,15 @@ def by_level_table(plan: Plan, ledger: Ledger) -> list[str]:
 
 
 def write_report(plan: Plan, ledger: Ledger) -> str:
-    lines = [f"# gradus run: {plan.run_dir}", "", "| stage | kind | state | duration | key metric |", "|---|---|---|---:|---|"]
+    lines = [f"# gradus run: {plan.run_dir}", "", "| stage | kind | state | duration | key metric | clipped |", "|---|---|---|---:|---|---:|"]
     for stage in plan.stages:
         entry = ledger.entry(stage.name) or {"state": "pending"}
         metrics = entry.get("metrics") or {}
         key = next((f"{name} {metrics[name]:.3f}" for name in ("accuracy", "final_reward", "final_loss", "positive_fraction") if isinstance(metrics.get(name), (int, float))), "")
         duration = f"{entry['duration_s']:.0f}s" if entry.get("duration_s") is not None else ""
-        lines.append(f"| {stage.name} | {stage.kind} | {entry['state']} | {duration} | {key} |")
+        # The share of completions (eval's, or GRPO's samples) cut at the length limit: a high one explains a low score.
+        clipped = f"{metrics['clipped_fraction']:.1%}" if isinstance(metrics.get("clipped_fraction"), (int, float)) else ""
+        lines.append(f"| {stage.name} | {stage.kind} | {entry['state']} | {duration} | {key} | {clipped} |")
     models, sets, cells = forgetting_table(plan, ledger)
     if cells:
         lines += ["", "## pass@1 by model and eval set", "", "| model | " + " | ".join(sets) + " |", "|---|" + "---:|" * len(sets)]

@@ -237,16 +237,11 @@ def generate(
     import torch
     from tqdm import tqdm
 
-    tokenizer.padding_side = "left"
     sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
     stop_ids = end_of_sequence_ids(model, tokenizer)
     completions, clipped = Completions(), []
     for begin in tqdm(range(0, len(prompts), batch_size), desc="generating", disable=not is_main_process()):
-        batch = [
-            prompt if isinstance(prompt, str) else tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-            for prompt in prompts[begin : begin + batch_size]
-        ]
-        inputs = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        inputs = prompt_inputs(tokenizer, prompts[begin : begin + batch_size]).to(model.device)
         with torch.no_grad():
             output = model.generate(
                 **inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, eos_token_id=stop_ids,
@@ -257,6 +252,15 @@ def generate(
         clipped += [not any(token in stop_ids for token in row) for row in generated.tolist()]
     completions.clipped = clipped
     return completions
+
+
+def prompt_inputs(tokenizer: Any, prompts: list[Any]) -> Any:
+    """The token ids generation starts from: a chat prompt rendered by the template (which writes every special
+    token itself, so the tokenizer adds none: a second BOS or system block would be a prompt the model never
+    saw), a plain prompt as it is. Left-padded, so every row's completion starts at the same column."""
+    tokenizer.padding_side = "left"
+    texts = [prompt if isinstance(prompt, str) else tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True) for prompt in prompts]
+    return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
 
 
 def end_of_sequence_ids(model: Any, tokenizer: Any) -> list[int]:

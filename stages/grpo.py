@@ -79,6 +79,9 @@ def run(stage: StageFile) -> None:
     metrics["first_reward"] = next((entry["reward"] for entry in history if "reward" in entry), None)
     for key in ["reward", "frac_reward_zero_std", *(f"rewards/{fn.__name__}/mean" for fn in reward_functions)]:
         metrics[key if key != "reward" else "final_reward"] = last_logged(history, key)
+    # Completions cut at max_completion_length score 0 on most rewards: the share of them, over the whole stage.
+    clipped = [entry["completions/clipped_ratio"] for entry in history if "completions/clipped_ratio" in entry]
+    metrics["clipped_fraction"] = sum(clipped) / len(clipped) if clipped else None
     metrics["reward_errors"] = {fn.__name__: fn.errors for fn in reward_functions}
     # Per reward, what it could not score on this rank: rows that raised, golds that are not math (math_accuracy).
     metrics["rewards"] = {fn.__name__: fn.metrics() for fn in reward_functions}

@@ -88,3 +88,20 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA} (set GRADUS_SHARED_DATA)")
     return SHARED_DATA
+
+
+REAL_MODEL = "smollm2-135m-instruct"
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2-135M-Instruct, the real model the README's install line installs, converted from its GGUF file
+    into a model directory once per test session, exactly as the runner converts a GGUF base model."""
+    from pipeline.base_models import known_model_path
+    from pipeline.plan import base_identity
+    from pipeline.manifest import GGUFModelSpec
+    from stages.models import make_base_model
+
+    target = tmp_path_factory.mktemp("smollm2") / "model"
+    make_base_model(base_identity(GGUFModelSpec(gguf=known_model_path(REAL_MODEL)), seed=0), target)
+    return target
