@@ -5,7 +5,9 @@ A recipe has three faces, because the pipeline needs two of them before anything
   what the stage kind and its rewards need) without importing `datasets` or torch;
 - `identity(options)`: what the data *is* (file hashes, generator options), part of the stage
   fingerprint, so editing a data file reruns the stages that read it;
-- `load(options)`: the dataset itself, built in the stage process.
+- `load(options)`: the dataset itself, built in the stage process;
+- optionally `chat_columns(options)`: which of its columns hold chat messages rather than text, so the plan
+  can refuse a format a trainer cannot take (TRL needs a chat prompt with a chat completion).
 
 The options of each recipe are a pydantic model, so a typo in `data:` is an error naming the key.
 """
@@ -36,6 +38,7 @@ class Recipe:
     columns: Callable[[Any], list[str]]
     identity: Callable[[Any], dict[str, Any]]
     load: Callable[[Any], "datasets.Dataset"]
+    chat_columns: Callable[[Any], set[str]] | None = None  # None: not known before loading
 
 
 class JsonlOptions(BaseModel):
@@ -65,6 +68,13 @@ def _jsonl_columns(options: JsonlOptions) -> list[str]:
             raise RecipeError(f"columns.{new_name}: {options.path} has no field {source!r}{suggest(source, fields)}")
     renamed_sources = set(options.columns.values())
     return sorted((fields - renamed_sources) | set(options.columns))
+
+
+def _jsonl_chat_columns(options: JsonlOptions) -> set[str]:
+    """The fields whose first value is a list of messages, under their manifest names."""
+    row = _jsonl_first_row(options)
+    names = {source: new for new, source in options.columns.items()}
+    return {names.get(field, field) for field, value in row.items() if isinstance(value, list) and all(isinstance(item, dict) for item in value)}
 
 
 def _jsonl_identity(options: JsonlOptions) -> dict[str, Any]:
@@ -186,7 +196,7 @@ def _registry() -> dict[str, Recipe]:
         accepted_samples.RECIPE,
         *math_sets.RECIPES,
         *prm_formats.RECIPES,
-        Recipe("jsonl", JsonlOptions, _jsonl_columns, _jsonl_identity, _jsonl_load),
+        Recipe("jsonl", JsonlOptions, _jsonl_columns, _jsonl_identity, _jsonl_load, _jsonl_chat_columns),
         Recipe("mixture", MixtureOptions, _mixture_columns, _mixture_identity, _mixture_load),
         Recipe("stage_output", StageOutputOptions, _stage_output_columns, _stage_output_identity, _stage_output_load),
     ]
@@ -212,6 +222,12 @@ def _parse(name: str, options: dict[str, Any]) -> tuple[Recipe, BaseModel]:
 def columns(name: str, options: dict[str, Any]) -> list[str]:
     recipe, parsed = _parse(name, options)
     return recipe.columns(parsed)
+
+
+def chat_columns(name: str, options: dict[str, Any]) -> set[str] | None:
+    """The recipe's columns that hold chat messages, or None where the recipe cannot say before loading."""
+    recipe, parsed = _parse(name, options)
+    return recipe.chat_columns(parsed) if recipe.chat_columns is not None else None
 
 
 def identity(name: str, options: dict[str, Any]) -> dict[str, Any]:

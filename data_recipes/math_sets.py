@@ -130,7 +130,10 @@ def _make_recipe(name: str, to_row: Callable[[dict[str, Any]], dict[str, Any]]) 
             rows.append({"prompt": prompt, **row, "source": name})
         return datasets.Dataset.from_list(rows)
 
-    return Recipe(name, MathSetOptions, columns, identity, load)
+    def chat_columns(options: MathSetOptions) -> set[str]:
+        return {"prompt", "completion"} if options.chat else set()
+
+    return Recipe(name, MathSetOptions, columns, identity, load, chat_columns)
 
 
 RECIPES = [

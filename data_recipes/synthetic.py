@@ -212,6 +212,10 @@ def _columns(options: SyntheticOptions) -> list[str]:
     return ["prompt", *text, "answer", "level", "steps"]
 
 
+def _chat_columns(options: SyntheticOptions) -> set[str]:
+    return {"prompt_completion": set(), "conversational": {"prompt", "messages"}, "conversational_prompt_completion": {"prompt", "completion"}}[options.format]
+
+
 def _identity(options: SyntheticOptions) -> dict[str, Any]:
     return {"generator": "synthetic_arithmetic/v1"}
 
@@ -222,4 +226,4 @@ def _load(options: SyntheticOptions) -> "datasets.Dataset":
     return datasets.Dataset.from_list(generate(options))
 
 
-RECIPE = Recipe("synthetic_arithmetic", SyntheticOptions, _columns, _identity, _load)
+RECIPE = Recipe("synthetic_arithmetic", SyntheticOptions, _columns, _identity, _load, _chat_columns)

@@ -302,7 +302,35 @@ def _check_data(stage: StageSpec, earlier: dict[str, StageSpec]) -> set[str]:
                 f"it has {', '.join(sorted(columns))}"
             )
         found[field] = columns if spec.replay is None else _check_replay(stage, field, columns, earlier)
+        _check_chat_format(stage, field, spec, earlier)
     return found["data"]
+
+
+# The columns a trainer renders together: TRL takes them all as chat messages or all as text.
+TEXT_COLUMNS = {"sft": ("prompt", "completion"), "dpo": ("prompt", "chosen", "rejected")}
+
+
+def _check_chat_format(stage: StageSpec, field: str, spec: DataBlock, earlier: dict[str, StageSpec]) -> None:
+    """Refuse data whose prompt is chat messages and whose completion is text (or the reverse): TRL's trainers
+    fail on it at launch. Also a replay whose rows are chat where the stage's own are text (or the reverse)."""
+    together = TEXT_COLUMNS.get(stage.kind)
+    if together is None or spec.recipe in STAGE_READING_RECIPES:
+        return
+    chat = data_recipes.chat_columns(spec.recipe, spec.model_extra or {})
+    if chat is None:
+        return
+    used = [column for column in together if column in _recipe_columns(spec, earlier)]
+    if len({column in chat for column in used}) > 1:
+        kinds = ", ".join(f"{column!r} {'chat messages' if column in chat else 'text'}" for column in used)
+        raise ManifestError(f"stage {stage.name!r}: field '{field}': recipe {spec.recipe!r} gives {kinds}; "
+                            f"the {stage.kind} trainer takes them all as chat messages or all as text")
+    if spec.replay is not None and field == "data":
+        source = earlier[spec.replay.stage].data
+        source_chat = data_recipes.chat_columns(source.recipe, source.model_extra or {})
+        if source_chat is not None and {column in chat for column in used} != {column in source_chat for column in used}:
+            raise ManifestError(f"stage {stage.name!r}: field 'data.replay': stage {spec.replay.stage!r} trains on "
+                                f"{'chat messages' if used and used[0] in source_chat else 'text'} and this stage on "
+                                f"{'chat messages' if used and used[0] in chat else 'text'}; replayed rows must be in the stage's own format")
 
 
 def _recipe_columns(spec: DataBlock, earlier: dict[str, StageSpec]) -> set[str]:

@@ -84,3 +84,17 @@ def test_a_gguf_base_model_is_fingerprinted_by_content_not_place(tmp_path):
 
     assert first_fingerprint(original) == first_fingerprint(Path(moved))
     assert first_fingerprint(changed) != first_fingerprint(original)
+
+
+def test_a_chat_prompt_with_a_text_completion_is_refused_before_launch(tmp_path):
+    """The GSM8K crash's class: TRL's SFTTrainer fails at launch on a chat prompt with a string completion."""
+    import json
+
+    data = tmp_path / "mixed.jsonl"
+    data.write_text(json.dumps({"prompt": [{"role": "user", "content": "What is 2 + 2?"}], "completion": "4"}) + "\n")
+    stage = {"name": "sft", "kind": "sft", "data": {"recipe": "jsonl", "path": str(data)}}
+    path = write_manifest(tmp_path / "m.yaml", {"run_dir": str(tmp_path / "run"), "base_model": "tiny", "stages": [stage]})
+    with pytest.raises(ManifestError, match="stage 'sft': field 'data': recipe 'jsonl' gives 'prompt' chat messages, 'completion' text"):
+        load_manifest(path)
+    data.write_text(json.dumps({"prompt": [{"role": "user", "content": "What is 2 + 2?"}], "completion": [{"role": "assistant", "content": "4"}]}) + "\n")
+    load_manifest(path)  # both chat: what TRL takes
