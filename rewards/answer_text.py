@@ -59,8 +59,8 @@ from rewards.completions import completion_text
 BOXED = "\\boxed{"
 # How a completion's answer is found (`math_accuracy`'s `extraction` option). "boxed": the final box,
 # or else what follows an "answer" anchor; the strict reading a training reward uses, since the prompt
-# asks for a box. "lenient": the final box, or else math-verify's own extraction (the last expression,
-# "the answer is ...", `$...$`); for evaluating a model that does not box its answer.
+# asks for a box. "lenient": an "answer" anchor after the last box, else the final box, else math-verify's
+# own extraction (the last expression, `$...$`); for evaluating a model that does not box its answer.
 EXTRACTIONS = ("boxed", "lenient")
 # Chat-message fields in which a tokenizer's response schema puts the reasoning it split off.
 REASONING_FIELDS = ("reasoning_content", "thinking")

@@ -58,8 +58,10 @@ class MathAccuracy:
         extraction: where a completion's answer is read. "boxed" (the default, for training, whose
             prompts ask for a box): its final box, or else what follows an "answer" anchor. "lenient"
             (for evaluating a model that may not box): its final box, or else math-verify's own
-            extraction, which also takes the last expression (`7 * 8 = 56.`) or a `$...$`. With a box,
-            both read the same final box, so its rules against hacking hold in either.
+            extraction, which also takes the last expression (`7 * 8 = 56.`) or a `$...$`; and an
+            anchored answer after the last box ("The final answer is 7.") before that box. Either way
+            one answer is read, and a box is read by the same rules against hacking (the
+            adversarial suite scores 0 under both).
     """
 
     __name__ = "math_accuracy"  # what plain TRL logs it as (rewards/math_accuracy/mean)
