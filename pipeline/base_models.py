@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
+import re
 from pathlib import Path
 
 # transformers names some llama.cpp architectures differently (modeling_gguf_pytorch_utils.load_gguf_checkpoint).
@@ -56,6 +58,26 @@ def known_model_path(name: str) -> Path:
     if path is None:
         raise BaseModelError(f"{name} is not installed; install it with: {known.install}")
     return path
+
+
+# `{% generation %}` ... `{% endgeneration %}` mark the assistant's tokens, which TRL's assistant_only_loss needs.
+GENERATION_MARKER = re.compile(r"{%-?\s*generation\s*-?%}")
+
+
+def chat_template(model: str | Path, gguf: bool = False) -> str | None:
+    """The chat template a base model ships (a GGUF file's, or a model directory's), or None where there is none
+    or it cannot be read without a download. Every stage's model keeps its base model's template."""
+    path = Path(model).expanduser()
+    if gguf:
+        from gguf import GGUFReader
+
+        field = GGUFReader(path).fields.get("tokenizer.chat_template")
+        return bytes(field.parts[field.data[0]]).decode() if field is not None else None
+    if (path / "chat_template.jinja").is_file():
+        return (path / "chat_template.jinja").read_text()
+    config = path / "tokenizer_config.json"
+    template = json.loads(config.read_text()).get("chat_template") if config.is_file() else None
+    return template if isinstance(template, str) else None
 
 
 def check_gguf(path: Path) -> str:

@@ -27,7 +27,7 @@ import data_recipes
 import launch
 import rewards
 from data_recipes import suggest
-from pipeline.base_models import KNOWN_MODELS, BaseModelError, check_gguf, known_model_path
+from pipeline.base_models import GENERATION_MARKER, KNOWN_MODELS, BaseModelError, chat_template, check_gguf, known_model_path
 from data_recipes.accepted_samples import NAME as ACCEPTED_SAMPLES_RECIPE
 from stages import arguments
 from stages.arguments import CURRICULUM_KINDS, CurriculumArgs, DataBlock, OnPolicyArgs, ReliftArgs
@@ -234,6 +234,7 @@ def load_manifest(path: str | Path, overrides: Sequence[str] = ()) -> Manifest:
         _check_relift(stage, columns)
         earlier[stage.name] = stage
     _check_decontamination_order(manifest)
+    _check_assistant_only_loss(manifest)
     return manifest
 
 
@@ -265,6 +266,23 @@ def _check_stage_graph(manifest: Manifest) -> None:
         if stage.kind == "dpo" and stage.on_policy is None and stage.rewards:
             raise ManifestError(f"stage {stage.name!r}: field 'rewards': a dpo stage uses rewards only with on_policy; add on_policy or remove them")
         seen[stage.name] = stage
+
+
+def _check_assistant_only_loss(manifest: Manifest) -> None:
+    """TRL's `assistant_only_loss` finds the assistant's tokens by the chat template's `{% generation %}` markers;
+    a template without them (SmolLM2's, most real models') fails at launch. Known at plan time from the base model,
+    whose template every later stage keeps."""
+    wanting = [stage for stage in manifest.stages if stage.kind == "sft" and stage.args.get("assistant_only_loss")]
+    base = manifest.base_model
+    if not wanting or isinstance(base, TinyModelSpec):  # the tiny model's template has the markers
+        return
+    template = chat_template(base.gguf, gguf=True) if isinstance(base, GGUFModelSpec) else chat_template(base)
+    if template is not None and not GENERATION_MARKER.search(template):
+        raise ManifestError(
+            f"stage {wanting[0].name!r}: field 'args.assistant_only_loss': the base model's chat template has no "
+            "{% generation %} markers, so TRL cannot find the assistant's tokens; give the data as a chat prompt and "
+            "completion (e.g. format: conversational_prompt_completion), which trains on the completion alone"
+        )
 
 
 def _check_decontamination_order(manifest: Manifest) -> None:

@@ -219,9 +219,11 @@ def load_tokenizer(model_path: str) -> Any:
 
 class Completions(list):
     """Decoded completions (a list of str), with `clipped`: for each, did it stop at the token limit rather than
-    at an end of sequence? A clipped answer is usually scored wrong, so a stage reports how many there were."""
+    at an end of sequence? A clipped answer is usually scored wrong, so a stage reports how many there were.
+    `tokens`: each one's generated tokens up to and including its end of sequence, for throughput figures."""
 
     clipped: list[bool]
+    tokens: list[int]
 
 
 def generate(
@@ -239,7 +241,7 @@ def generate(
 
     sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
     stop_ids = end_of_sequence_ids(model, tokenizer)
-    completions, clipped = Completions(), []
+    completions, clipped, tokens = Completions(), [], []
     for begin in tqdm(range(0, len(prompts), batch_size), desc="generating", disable=not is_main_process()):
         inputs = prompt_inputs(tokenizer, prompts[begin : begin + batch_size]).to(model.device)
         with torch.no_grad():
@@ -249,8 +251,11 @@ def generate(
             )
         generated = output[:, inputs["input_ids"].shape[1] :]
         completions += tokenizer.batch_decode(generated, skip_special_tokens=True)
-        clipped += [not any(token in stop_ids for token in row) for row in generated.tolist()]
-    completions.clipped = clipped
+        for row in generated.tolist():
+            stop = next((position for position, token in enumerate(row) if token in stop_ids), None)
+            clipped.append(stop is None)
+            tokens.append(len(row) if stop is None else stop + 1)
+    completions.clipped, completions.tokens = clipped, tokens
     return completions
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections import Counter, defaultdict
 from typing import Any, Callable
 
@@ -280,12 +281,16 @@ def run(stage: StageFile) -> None:
     # Each prompt is repeated num_samples times in a row, so a process's slice keeps an item's samples together.
     repeated = [index for index in range(len(dataset)) for _ in range(args.num_samples)]
     with state.split_between_processes(repeated) as my_indices:
+        started = time.perf_counter()
         my_completions = common.generate(
             model, tokenizer, [dataset[i]["prompt"] for i in my_indices],
             max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, temperature=args.temperature, top_p=args.top_p,
         )
+        my_generation_s = time.perf_counter() - started
     completions = gather_object(list(my_completions))
     clipped = gather_object(my_completions.clipped)
+    generated_tokens = sum(gather_object(my_completions.tokens))
+    generation_s = max(gather_object([my_generation_s]))  # the processes generate side by side: the slowest one's time
 
     if state.is_main_process:
         rows = dataset.to_list()
@@ -300,6 +305,7 @@ def run(stage: StageFile) -> None:
             for reading in ("boxed", "lenient")
         }
         report["clipped"], report["clipped_fraction"] = sum(clipped), sum(clipped) / max(len(clipped), 1)
+        report["generation"] = {"tokens": generated_tokens, "seconds": generation_s, "tokens_per_s": generated_tokens / generation_s}
         for item, first in zip(items, range(0, len(clipped), args.num_samples)):
             item["clipped"] = clipped[first : first + args.num_samples]
         stage.stage_dir.mkdir(parents=True, exist_ok=True)

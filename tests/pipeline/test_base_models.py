@@ -98,3 +98,13 @@ def test_a_chat_prompt_with_a_text_completion_is_refused_before_launch(tmp_path)
         load_manifest(path)
     data.write_text(json.dumps({"prompt": [{"role": "user", "content": "What is 2 + 2?"}], "completion": [{"role": "assistant", "content": "4"}]}) + "\n")
     load_manifest(path)  # both chat: what TRL takes
+
+
+def test_assistant_only_loss_on_a_template_without_generation_markers_is_refused(tmp_path):
+    """SmolLM2's template has no {% generation %} markers: TRL would fail at launch; the plan says what works instead."""
+    stage = {"name": "sft", "kind": "sft", "data": {"recipe": "synthetic_arithmetic", "num_examples": 8, "format": "conversational"},
+             "args": {"assistant_only_loss": True}}
+    manifest = {"run_dir": str(tmp_path / "run"), "base_model": REAL_MODEL, "stages": [stage]}
+    with pytest.raises(ManifestError, match="stage 'sft': field 'args.assistant_only_loss': the base model's chat template has no"):
+        load_manifest(write_manifest(tmp_path / "m.yaml", manifest))
+    load_manifest(write_manifest(tmp_path / "m.yaml", {**manifest, "base_model": "tiny"}))  # its template has the markers
