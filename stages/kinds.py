@@ -79,26 +79,26 @@ def load_attribute(path: str) -> object:
 # A curriculum (stages/curriculum/) attaches to grpo (TRL's prompt sampler replaced), dpo with `on_policy` (each
 # round's prompts drawn by the sampler, its evidence the pair sampling's scores), and sft (`ordered` only:
 # easy-to-hard pacing needs no scores); `CurriculumArgs.check` holds those per-kind conditions.
-BUILTIN_KINDS: dict[str, StageKind] = {
-    "sft": StageKind(module="stages.sft", config="trl:SFTConfig", produces_model=True, trainer=True,
-                     needs_columns=(("messages",), ("prompt", "completion")), blocks=frozenset({"curriculum"}),
-                     rendered_together=("prompt", "completion")),
-    "eval": StageKind(module="stages.eval", config="stages.arguments:EvalArgs", produces_model=False,
-                      needs_columns=(("prompt", "answer"),), scored_samples=True, evaluates=True),
-    "grpo": StageKind(module="stages.grpo", config="trl:GRPOConfig", produces_model=True, trainer=True, rewards="needed",
-                      blocks=frozenset({"curriculum", "relift"})),
-    "dpo": StageKind(module="stages.dpo", config="trl:DPOConfig", produces_model=True, trainer=True, rewards="with on_policy",
-                     needs_columns=(("prompt", "chosen", "rejected"),), blocks=frozenset({"curriculum", "on_policy"}),
-                     rendered_together=("prompt", "chosen", "rejected")),
-    "prm_label": StageKind(module="stages.prm_label", config="stages.arguments:PRMLabelArgs", produces_model=False,
-                           needs_columns=(("prompt", "answer"),),
-                           output_columns=("prompt", "answer", "level", "steps", "labels", "hard_labels", "rollouts")),
-    "prm": StageKind(module="stages.prm", config="stages.prm:PRMConfig", produces_model=True, trainer=True,
-                     needs_columns=(("prompt", "steps", "labels"),)),
-    "difficulty": StageKind(module="stages.difficulty", config="stages.arguments:DifficultyArgs", produces_model=False,
-                            rewards="needed", scored_samples=True,
-                            output_columns=("prompt", "answer", "level", "pass_rate", "scores", "samples")),  # the pool's own columns pass through too
-}
+SFT = StageKind(module="stages.sft", config="trl:SFTConfig", produces_model=True, trainer=True,
+                needs_columns=(("messages",), ("prompt", "completion")), blocks=frozenset({"curriculum"}),
+                rendered_together=("prompt", "completion"))
+EVAL = StageKind(module="stages.eval", config="stages.arguments:EvalArgs", produces_model=False,
+                 needs_columns=(("prompt", "answer"),), scored_samples=True, evaluates=True)
+GRPO = StageKind(module="stages.grpo", config="trl:GRPOConfig", produces_model=True, trainer=True, rewards="needed",
+                 blocks=frozenset({"curriculum", "relift"}))
+DPO = StageKind(module="stages.dpo", config="trl:DPOConfig", produces_model=True, trainer=True, rewards="with on_policy",
+                needs_columns=(("prompt", "chosen", "rejected"),), blocks=frozenset({"curriculum", "on_policy"}),
+                rendered_together=("prompt", "chosen", "rejected"))
+PRM_LABEL = StageKind(module="stages.prm_label", config="stages.arguments:PRMLabelArgs", produces_model=False,
+                      needs_columns=(("prompt", "answer"),),
+                      output_columns=("prompt", "answer", "level", "steps", "labels", "hard_labels", "rollouts"))
+PRM = StageKind(module="stages.prm", config="stages.prm:PRMConfig", produces_model=True, trainer=True,
+                needs_columns=(("prompt", "steps", "labels"),))
+DIFFICULTY = StageKind(module="stages.difficulty", config="stages.arguments:DifficultyArgs", produces_model=False,
+                       rewards="needed", scored_samples=True,
+                       output_columns=("prompt", "answer", "level", "pass_rate", "scores", "samples"))  # the pool's own columns pass through too
+BUILTIN_KINDS: dict[str, StageKind] = {"sft": SFT, "eval": EVAL, "grpo": GRPO, "dpo": DPO, "prm_label": PRM_LABEL, "prm": PRM, "difficulty": DIFFICULTY}
+"""The built-in kinds by name; pyproject.toml declares each as an entry point too (tests/stages/test_kinds.py)."""
 
 
 @functools.lru_cache(maxsize=None)

@@ -29,3 +29,13 @@ def test_an_unknown_kind_is_refused_with_a_suggestion_and_the_known_ones():
 def test_a_module_path_to_something_that_is_not_a_kind_is_refused():
     with pytest.raises(KindError, match="kind 'stages.kinds:BLOCKS': its module path is a frozenset, not a stages.kinds.StageKind"):
         stage_kind("stages.kinds:BLOCKS")
+
+
+def test_pyproject_declares_every_built_in_kind_as_an_entry_point():
+    """Built-in kinds register as plugins do; the table is what a source checkout reads without metadata."""
+    import tomllib
+
+    from tests.conftest import REPO
+
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"]["gradus.kinds"]
+    assert {name: load_attribute(value) for name, value in declared.items()} == BUILTIN_KINDS
