@@ -28,13 +28,12 @@ import launch
 import rewards
 from data_recipes import suggest
 from pipeline.base_models import KNOWN_MODELS, BaseModelError, check_gguf, known_model_path
+from pipeline.errors import ManifestError
+from pipeline.overrides import apply_overrides, load_yaml
+from pipeline.trackers import check_report_to
 from data_recipes.accepted_samples import NAME as ACCEPTED_SAMPLES_RECIPE
 from stages.arguments import CurriculumArgs, DataBlock, OnPolicyArgs, ReliftArgs
 from stages.kinds import BUILTIN_KINDS, StageKind, load_attribute, stage_kind
-
-
-class ManifestError(ValueError):
-    """A manifest problem, phrased as one line that names the stage and the field."""
 
 
 # `data: {recipe: stage_output, stage: NAME}` reads the dataset an earlier stage wrote (prm_label's labels).
@@ -180,8 +179,6 @@ class Manifest(BaseModel):
 def load_manifest(path: str | Path, overrides: Sequence[str] = ()) -> Manifest:
     """Parse and fully validate a manifest, with command-line `key.path=value` overrides applied first
     (pipeline/overrides.py); raise `ManifestError` (one line) on the first problem."""
-    from pipeline.overrides import apply_overrides, load_yaml
-
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"manifest {path} does not exist")
@@ -193,7 +190,7 @@ def load_manifest(path: str | Path, overrides: Sequence[str] = ()) -> Manifest:
         raise ManifestError(f"{path}: not valid YAML{where}: {getattr(error, 'problem', error)}") from None
     if not isinstance(raw, dict):
         raise ManifestError(f"{path}: a manifest is a YAML mapping with run_dir, base_model and stages")
-    raw = apply_overrides(raw, overrides)
+    raw = apply_overrides(raw, overrides, Manifest)
     try:
         manifest = Manifest.model_validate(raw)
     except ValidationError as error:
@@ -376,8 +373,6 @@ def _check_args(stage: StageSpec) -> None:
     """The fields gradus owns, and, for the kinds whose config is a light dataclass (eval, prm_label), the whole
     of `args`: names, types and the class's own `__post_init__` checks. A trainer config's fields, types and
     checks are the preflight's (pipeline/preflight.py): only TRL can read them, and importing it costs seconds."""
-    from pipeline.trackers import check_report_to
-
     for key in stage.args:
         if key in ARGS_OWNED_BY_GRADUS:
             raise ManifestError(f"stage {stage.name!r}: field 'args.{key}': set by gradus ({ARGS_OWNED_BY_GRADUS[key]})")
