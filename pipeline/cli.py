@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from pipeline.ledger import Ledger
 
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def plan_or_run(args: argparse.Namespace, more_overrides: list[str]) -> int:
     from pipeline import preflight
-    from pipeline.manifest import ManifestError, load_manifest
+    from pipeline.manifest import Manifest, ManifestError, load_manifest
     from pipeline.overrides import resolved_manifest_text
     from pipeline.plan import make_plan
     from pipeline.runner import RunError, actions, run
@@ -70,9 +71,11 @@ def plan_or_run(args: argparse.Namespace, more_overrides: list[str]) -> int:
         if args.command == "plan":
             return show_plan(plan, todo)
         return run(plan, from_stage=from_stage, only=only, say=lambda line: console.print(line, markup=False),
-                   resolved_manifest=resolved_manifest_text(args.manifest, overrides))
+                   resolved_manifest=resolved_manifest_text(args.manifest, overrides, Manifest))
     except (ManifestError, RunError) as error:
-        console.print(f"[red]gradus: error:[/red] {error}", soft_wrap=True)
+        # A Text, not a markup string: messages quote field paths and hints such as `pip install -e ".[tensorboard]"`,
+        # whose brackets rich would take for markup and drop.
+        console.print(Text.assemble(("gradus: error:", "red"), f" {error}"), soft_wrap=True)
         return 2
 
 
@@ -118,7 +121,7 @@ def show_status(run_dir: Path) -> int:
             console.print(f"{name} curriculum ({curriculum['strategy']}) final share: {shares}", soft_wrap=True, markup=False)
     for name, entry in ledger.stages.items():
         if entry["state"] in {"failed", "interrupted"} and entry.get("message"):
-            console.print(f"\n[bold]{name}[/bold]: {entry['message']}", soft_wrap=True)
+            console.print(Text.assemble("\n", (name, "bold"), f": {entry['message']}"), soft_wrap=True)
     return 0
 
 

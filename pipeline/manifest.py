@@ -28,48 +28,18 @@ import launch
 import rewards
 from data_recipes import suggest
 from pipeline.base_models import GENERATION_MARKER, KNOWN_MODELS, BaseModelError, chat_template, check_gguf, known_model_path
+from pipeline.errors import ManifestError
+from pipeline.overrides import apply_overrides, load_yaml
+from pipeline.trackers import check_report_to
 from data_recipes.accepted_samples import NAME as ACCEPTED_SAMPLES_RECIPE
-from stages import arguments
-from stages.arguments import CURRICULUM_KINDS, CurriculumArgs, DataBlock, OnPolicyArgs, ReliftArgs
+from stages.arguments import CurriculumArgs, DataBlock, OnPolicyArgs, ReliftArgs
+from stages.kinds import BUILTIN_KINDS, StageKind, load_attribute, stage_kind
 
 
-class ManifestError(ValueError):
-    """A manifest problem, phrased as one line that names the stage and the field."""
-
-
-@dataclasses.dataclass(frozen=True)
-class KindInfo:
-    """What the pipeline must know about a stage kind without importing its module."""
-
-    produces_model: bool  # can a later stage start from this stage's output?
-    args_class: str | None = None  # a class in stages.arguments for the kinds gradus defines; None: a TRL config (the preflight checks it)
-    needs_rewards: bool = False
-    output_columns: tuple[str, ...] = ()  # a kind that writes <stage>/dataset: its columns
-    needs_columns: tuple[str, ...] = ("prompt",)
-    scored_samples: bool = False  # writes each prompt's completions with their scores (what accepted_samples reads)
-
-
-# `args` of each kind are the fields of these classes, so TRL's own help text documents them.
-KINDS: dict[str, KindInfo] = {
-    "sft": KindInfo(produces_model=True),  # args: trl.SFTConfig
-    "eval": KindInfo(produces_model=False, args_class="EvalArgs", needs_columns=("prompt", "answer"), scored_samples=True),
-    "grpo": KindInfo(produces_model=True, needs_rewards=True),  # trl.GRPOConfig
-    "dpo": KindInfo(produces_model=True, needs_columns=("prompt", "chosen", "rejected")),  # trl.DPOConfig
-    "prm_label": KindInfo(
-        produces_model=False, args_class="PRMLabelArgs", needs_columns=("prompt", "answer"),
-        output_columns=("prompt", "answer", "level", "steps", "labels", "hard_labels", "rollouts"),
-    ),
-    "prm": KindInfo(produces_model=True, needs_columns=("prompt", "steps", "labels")),  # stages.prm.PRMConfig
-    "difficulty": KindInfo(
-        produces_model=False, args_class="DifficultyArgs", needs_rewards=True, needs_columns=("prompt",), scored_samples=True,
-        output_columns=("prompt", "answer", "level", "pass_rate", "scores", "samples"),  # the pool's own columns pass through too
-    ),
-}
 # `data: {recipe: stage_output, stage: NAME}` reads the dataset an earlier stage wrote (prm_label's labels).
 STAGE_OUTPUT_RECIPE = "stage_output"
 # Recipes that read an earlier stage's output: the planner adds its `path`, the fingerprint its producer's.
 STAGE_READING_RECIPES = (STAGE_OUTPUT_RECIPE, ACCEPTED_SAMPLES_RECIPE)
-TRAINING_KINDS = {kind for kind, info in KINDS.items() if info.produces_model}
 
 # Fields gradus sets itself; a manifest that sets them would silently fight the runner.
 ARGS_OWNED_BY_GRADUS = {
@@ -152,7 +122,13 @@ class StageSpec(BaseModel):
     @field_validator("kind")
     @classmethod
     def _known_kind(cls, kind: str) -> str:
-        return _one_of(kind, list(KINDS), "kind")
+        stage_kind(kind)  # raises KindError, a ValueError: pydantic reports it on the field
+        return kind
+
+    @property
+    def declared(self) -> StageKind:
+        """What this stage's kind declares (stages/kinds.py)."""
+        return stage_kind(self.kind)
 
     @property
     def world_size(self) -> int:
@@ -203,8 +179,6 @@ class Manifest(BaseModel):
 def load_manifest(path: str | Path, overrides: Sequence[str] = ()) -> Manifest:
     """Parse and fully validate a manifest, with command-line `key.path=value` overrides applied first
     (pipeline/overrides.py); raise `ManifestError` (one line) on the first problem."""
-    from pipeline.overrides import apply_overrides, load_yaml
-
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"manifest {path} does not exist")
@@ -216,7 +190,7 @@ def load_manifest(path: str | Path, overrides: Sequence[str] = ()) -> Manifest:
         raise ManifestError(f"{path}: not valid YAML{where}: {getattr(error, 'problem', error)}") from None
     if not isinstance(raw, dict):
         raise ManifestError(f"{path}: a manifest is a YAML mapping with run_dir, base_model and stages")
-    raw = apply_overrides(raw, overrides)
+    raw = apply_overrides(raw, overrides, Manifest)
     try:
         manifest = Manifest.model_validate(raw)
     except ValidationError as error:
@@ -234,7 +208,7 @@ def load_manifest(path: str | Path, overrides: Sequence[str] = ()) -> Manifest:
         _check_relift(stage, columns)
         earlier[stage.name] = stage
     _check_decontamination_order(manifest)
-    _check_assistant_only_loss(manifest)
+    _check_generation_markers(manifest)
     return manifest
 
 
@@ -255,31 +229,33 @@ def _check_stage_graph(manifest: Manifest) -> None:
                 raise ManifestError(
                     f"stage {stage.name!r}: field 'model': stage {stage.model!r} comes later; a stage can only start from an earlier one"
                 )
-            if not KINDS[seen[stage.model].kind].produces_model:
+            if not seen[stage.model].declared.produces_model:
                 raise ManifestError(
                     f"stage {stage.name!r}: field 'model': stage {stage.model!r} is a {seen[stage.model].kind} stage and produces no model"
                 )
-        if stage.on_policy is not None and stage.kind != "dpo":
-            raise ManifestError(f"stage {stage.name!r}: field 'on_policy': only dpo stages generate on-policy pairs")
+        if stage.on_policy is not None and not stage.declared.accepts("on_policy"):
+            raise ManifestError(f"stage {stage.name!r}: field 'on_policy': only {_kinds_accepting('on_policy')} stages generate on-policy pairs")
         if stage.on_policy is not None and not stage.rewards:
             raise ManifestError(f"stage {stage.name!r}: field 'rewards': on-policy pairs are ranked by rewards; list at least one")
-        if stage.kind == "dpo" and stage.on_policy is None and stage.rewards:
-            raise ManifestError(f"stage {stage.name!r}: field 'rewards': a dpo stage uses rewards only with on_policy; add on_policy or remove them")
+        if stage.declared.rewards == "with on_policy" and stage.on_policy is None and stage.rewards:
+            raise ManifestError(f"stage {stage.name!r}: field 'rewards': a {stage.kind} stage uses rewards only with on_policy; add on_policy or remove them")
         seen[stage.name] = stage
 
 
-def _check_assistant_only_loss(manifest: Manifest) -> None:
-    """TRL's `assistant_only_loss` finds the assistant's tokens by the chat template's `{% generation %}` markers;
-    a template without them (SmolLM2's, most real models') fails at launch. Known at plan time from the base model,
-    whose template every later stage keeps."""
-    wanting = [stage for stage in manifest.stages if stage.kind == "sft" and stage.args.get("assistant_only_loss")]
+def _check_generation_markers(manifest: Manifest) -> None:
+    """TRL's `assistant_only_loss` (the field a kind names in `needs_generation_markers_with`) finds the assistant's
+    tokens by the chat template's `{% generation %}` markers; a template without them (SmolLM2's, most real
+    models') fails at launch. Known at plan time from the base model, whose template every later stage keeps."""
+    wanting = [(stage, flag) for stage in manifest.stages
+               if (flag := stage.declared.needs_generation_markers_with) is not None and stage.args.get(flag)]
     base = manifest.base_model
     if not wanting or isinstance(base, TinyModelSpec):  # the tiny model's template has the markers
         return
     template = chat_template(base.gguf, gguf=True) if isinstance(base, GGUFModelSpec) else chat_template(base)
     if template is not None and not GENERATION_MARKER.search(template):
+        stage, flag = wanting[0]
         raise ManifestError(
-            f"stage {wanting[0].name!r}: field 'args.assistant_only_loss': the base model's chat template has no "
+            f"stage {stage.name!r}: field 'args.{flag}': the base model's chat template has no "
             "{% generation %} markers, so TRL cannot find the assistant's tokens; give the data as a chat prompt and "
             "completion (e.g. format: conversational_prompt_completion), which trains on the completion alone"
         )
@@ -292,8 +268,8 @@ def _check_decontamination_order(manifest: Manifest) -> None:
         return
     order = [stage.name for stage in manifest.stages]
     produced = [(stage.name, stage.data.model_extra["stage"]) for stage in manifest.stages
-                if stage.kind == "eval" and stage.data.recipe == STAGE_OUTPUT_RECIPE]
-    for stage in (stage for stage in manifest.stages if stage.kind in TRAINING_KINDS):
+                if stage.declared.evaluates and stage.data.recipe == STAGE_OUTPUT_RECIPE]
+    for stage in (stage for stage in manifest.stages if stage.declared.produces_model):
         for evaluation, producer in produced:
             if order.index(producer) > order.index(stage.name):
                 raise ManifestError(
@@ -324,15 +300,11 @@ def _check_data(stage: StageSpec, earlier: dict[str, StageSpec]) -> set[str]:
     return found["data"]
 
 
-# The columns a trainer renders together: TRL takes them all as chat messages or all as text.
-TEXT_COLUMNS = {"sft": ("prompt", "completion"), "dpo": ("prompt", "chosen", "rejected")}
-
-
 def _check_chat_format(stage: StageSpec, field: str, spec: DataBlock, earlier: dict[str, StageSpec]) -> None:
     """Refuse data whose prompt is chat messages and whose completion is text (or the reverse): TRL's trainers
     fail on it at launch. Also a replay whose rows are chat where the stage's own are text (or the reverse)."""
-    together = TEXT_COLUMNS.get(stage.kind)
-    if together is None or spec.recipe in STAGE_READING_RECIPES:
+    together = stage.declared.rendered_together
+    if not together or spec.recipe in STAGE_READING_RECIPES:
         return
     chat = data_recipes.chat_columns(spec.recipe, spec.model_extra or {})
     if chat is None:
@@ -362,8 +334,8 @@ def _recipe_columns(spec: DataBlock, earlier: dict[str, StageSpec]) -> set[str]:
 
 
 def _producer(name: Any, earlier: dict[str, StageSpec], writes: str, what: str) -> StageSpec:
-    """The earlier stage `name`, whose kind's `writes` (a KindInfo field) says it writes `what`."""
-    producers = [stage_name for stage_name, stage in earlier.items() if getattr(KINDS[stage.kind], writes)]
+    """The earlier stage `name`, whose kind's `writes` (a StageKind field) says it writes `what`."""
+    producers = [stage_name for stage_name, stage in earlier.items() if getattr(stage.declared, writes)]
     if name not in earlier:
         raise ValueError(f"no earlier stage named {name!r}{suggest(str(name), producers)}; stages with {what}: {', '.join(producers) or 'none'}")
     if name not in producers:
@@ -374,7 +346,7 @@ def _producer(name: Any, earlier: dict[str, StageSpec], writes: str, what: str) 
 def _stage_output_columns(options: dict[str, Any], earlier: dict[str, StageSpec]) -> tuple[str, ...]:
     if set(options) != {"stage"}:
         raise ValueError(f"recipe {STAGE_OUTPUT_RECIPE!r} takes one option, stage (the name of an earlier stage)")
-    return KINDS[_producer(options.get("stage"), earlier, "output_columns", "a dataset").kind].output_columns
+    return _producer(options.get("stage"), earlier, "output_columns", "a dataset").declared.output_columns
 
 
 def _check_replay(stage: StageSpec, field: str, columns: set[str], earlier: dict[str, StageSpec]) -> set[str]:
@@ -382,18 +354,18 @@ def _check_replay(stage: StageSpec, field: str, columns: set[str], earlier: dict
     share are what the stage trains on, and must still be what its kind needs. Returns them."""
     replay = getattr(stage, field).replay
     where = f"stage {stage.name!r}: field '{field}.replay"
-    if field != "data" or stage.kind not in TRAINING_KINDS:
+    if field != "data" or not stage.declared.produces_model:
         raise ManifestError(f"{where}': replay mixes earlier training data into the data a training stage trains on; "
                             f"a {stage.kind} stage's {field} takes none")
     if replay.data is not None:
         raise ManifestError(f"{where}.data': set by gradus (the replayed stage's resolved data block)")
-    sources = [name for name, spec in earlier.items() if spec.kind in TRAINING_KINDS and spec.on_policy is None]
+    sources = [name for name, spec in earlier.items() if spec.declared.produces_model and spec.on_policy is None]
     if replay.stage not in earlier:
         raise ManifestError(f"{where}.stage': no earlier stage named {replay.stage!r}{suggest(replay.stage, sources)}; "
                             f"stages with training data: {', '.join(sources) or 'none'}")
     source = earlier[replay.stage]
     if replay.stage not in sources:
-        why = "its pairs are sampled as it trains" if source.kind in TRAINING_KINDS else "it trains on nothing"
+        why = "its pairs are sampled as it trains" if source.declared.produces_model else "it trains on nothing"
         raise ManifestError(f"{where}.stage': stage {replay.stage!r} is a {source.kind} stage with no training data to replay ({why})")
     shared = columns & _recipe_columns(source.data, earlier)
     missing = _missing_columns(stage, shared, field)
@@ -406,29 +378,29 @@ def _check_replay(stage: StageSpec, field: str, columns: set[str], earlier: dict
 def _missing_columns(stage: StageSpec, columns: set[str], field: str) -> str | None:
     """The column(s) a stage needs that its `field` (data or eval_data) lacks, for the error message.
 
-    On-policy DPO generates its own pairs from `data`'s prompts; its `eval_data` is still pairs."""
-    if stage.kind == "sft":
-        if "messages" in columns or {"prompt", "completion"} <= columns:
-            return None
-        return "'messages' (or 'prompt' + 'completion')"
-    needs = ("prompt",) if stage.on_policy is not None and field == "data" else KINDS[stage.kind].needs_columns
-    return next((repr(needed) for needed in needs if needed not in columns), None)
+    On-policy DPO generates its own pairs from `data`'s prompts; its `eval_data` is still pairs. A kind
+    that takes its data in more than one shape (sft: messages, or prompt + completion) names them all."""
+    alternatives = (("prompt",),) if stage.on_policy is not None and field == "data" else stage.declared.needs_columns
+    if any(set(needs) <= columns for needs in alternatives):
+        return None
+    if len(alternatives) == 1:
+        return next(repr(needed) for needed in alternatives[0] if needed not in columns)
+    first, *others = (" + ".join(map(repr, needs)) for needs in alternatives)
+    return first + "".join(f" (or {other})" for other in others)
 
 
 def _check_args(stage: StageSpec) -> None:
-    """The fields gradus owns, and, for the kinds gradus defines (eval, prm_label), the whole of `args`:
-    names, types and the class's own `__post_init__` checks. A TRL config's fields, types and checks
-    are the preflight's (pipeline/preflight.py): only TRL can read them, and importing it costs seconds."""
-    from pipeline.trackers import check_report_to
-
+    """The fields gradus owns, and, for the kinds whose config is a light dataclass (eval, prm_label), the whole
+    of `args`: names, types and the class's own `__post_init__` checks. A trainer config's fields, types and
+    checks are the preflight's (pipeline/preflight.py): only TRL can read them, and importing it costs seconds."""
     for key in stage.args:
         if key in ARGS_OWNED_BY_GRADUS:
             raise ManifestError(f"stage {stage.name!r}: field 'args.{key}': set by gradus ({ARGS_OWNED_BY_GRADUS[key]})")
     check_report_to(stage.name, stage.args.get("report_to"))
-    class_name = KINDS[stage.kind].args_class
-    if class_name is None:
+    if stage.declared.trainer:
         return
-    cls = getattr(arguments, class_name)
+    cls = load_attribute(stage.declared.config)
+    class_name = cls.__name__
     fields = {field.name for field in dataclasses.fields(cls) if field.init}
     for key in stage.args:
         if key not in fields:
@@ -487,7 +459,7 @@ def _check_model_path(model: str, where: str) -> None:
 
 
 def _check_rewards(stage: StageSpec, columns: set[str], earlier: dict[str, StageSpec], all_names: list[str]) -> None:
-    if KINDS[stage.kind].needs_rewards and not stage.rewards:
+    if stage.declared.rewards == "needed" and not stage.rewards:
         raise ManifestError(f"stage {stage.name!r}: field 'rewards': a {stage.kind} stage needs at least one reward")
     names = [reward.name for reward in stage.rewards]
     for index, reward in enumerate(stage.rewards):
@@ -500,12 +472,12 @@ def _check_rewards(stage: StageSpec, columns: set[str], earlier: dict[str, Stage
         model = reward.options.get("model")
         if isinstance(model, str):
             if model in earlier:
-                if not KINDS[earlier[model].kind].produces_model:
+                if not earlier[model].declared.produces_model:
                     raise ManifestError(f"{where}: option 'model': stage {model!r} produces no model")
             elif model in all_names:
                 raise ManifestError(f"{where}: option 'model': stage {model!r} comes later; a reward can only use an earlier stage's model")
             else:
-                producers = [name for name, spec in earlier.items() if KINDS[spec.kind].produces_model]
+                producers = [name for name, spec in earlier.items() if spec.declared.produces_model]
                 try:
                     _check_model_path(model, f"{where}: option 'model'")
                 except ManifestError as error:
@@ -521,8 +493,8 @@ def _check_curriculum(stage: StageSpec, columns: set[str]) -> None:
     if stage.curriculum is None:
         return
     where = f"stage {stage.name!r}: field 'curriculum"
-    if stage.kind not in CURRICULUM_KINDS:
-        raise ManifestError(f"{where}': {stage.kind} stages take no curriculum (only {', '.join(CURRICULUM_KINDS)})")
+    if not stage.declared.accepts("curriculum"):
+        raise ManifestError(f"{where}': {stage.kind} stages take no curriculum (only {_kinds_accepting('curriculum')})")
     curriculum = _validated_block(CurriculumArgs, stage.curriculum, where)
     reward_names = [reward.name for reward in stage.rewards]
     if curriculum.signal_reward is not None and curriculum.signal_reward not in reward_names:
@@ -536,12 +508,13 @@ def _check_curriculum(stage: StageSpec, columns: set[str]) -> None:
 
 
 def _check_relift(stage: StageSpec, columns: set[str]) -> None:
-    """The `relift:` block (grpo only) is validated by its own schema (stages/arguments.py), against the data's columns and rewards."""
+    """The `relift:` block is validated by its own schema (stages/arguments.py), against the data's columns and rewards."""
     if stage.relift is None:
         return
     where = f"stage {stage.name!r}: field 'relift"
-    if stage.kind != "grpo":
-        raise ManifestError(f"{where}': {stage.kind} stages take no relift block (only grpo: it replays demonstrations of failed GRPO groups)")
+    if not stage.declared.accepts("relift"):
+        raise ManifestError(f"{where}': {stage.kind} stages take no relift block (only {_kinds_accepting('relift')}: it replays "
+                            "demonstrations of failed GRPO groups)")
     relift = _validated_block(ReliftArgs, stage.relift, where)
     problem = relift.check(columns, [reward.name for reward in stage.rewards], stage.world_size)
     if problem:
@@ -566,6 +539,11 @@ def _validated_block(schema: type[BlockModel], raw: dict[str, Any], where: str) 
         key = ".".join(str(part) for part in first["loc"])
         hint = suggest(str(first["loc"][-1]), schema.model_fields) if first["type"] == "extra_forbidden" else ""
         raise ManifestError(f"{where}.{key}': {first['msg'].removeprefix('Value error, ')}{hint}") from None
+
+
+def _kinds_accepting(block: str) -> str:
+    """The built-in kinds that accept `block`, for a message refusing it (plugins declare their own)."""
+    return ", ".join(name for name, kind in BUILTIN_KINDS.items() if kind.accepts(block))
 
 
 def _one_of(value: str, known: list[str], what: str) -> str:

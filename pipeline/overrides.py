@@ -32,7 +32,7 @@ import yaml
 from pydantic import BaseModel
 
 from data_recipes import suggest
-from pipeline.manifest import Manifest, ManifestError
+from pipeline.errors import ManifestError
 
 RESOLVED_MANIFEST = "manifest.yaml"
 
@@ -53,8 +53,9 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=ManifestLoader)
 
 
-def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """A copy of the raw manifest with each `key.path=value` applied in order."""
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str], schema: type[BaseModel]) -> dict[str, Any]:
+    """A copy of the raw manifest with each `key.path=value` applied in order; `schema` (the manifest's, passed
+    in so this module need not import the one that imports it) says which keys exist and which blocks it may create."""
     result = copy.deepcopy(raw)
     for override in overrides:
         path, equals, text = override.partition("=")
@@ -64,13 +65,13 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
             value = load_yaml(text)
         except yaml.YAMLError as error:
             raise ManifestError(f"override {override!r}: the value is not valid YAML: {getattr(error, 'problem', error)}") from None
-        _set(result, path.split("."), value, override)
+        _set(result, path.split("."), value, override, schema)
     return result
 
 
-def resolved_manifest_text(manifest_path: Path, overrides: Sequence[str]) -> str:
+def resolved_manifest_text(manifest_path: Path, overrides: Sequence[str], schema: type[BaseModel]) -> str:
     """What `run_dir/manifest.yaml` holds: the manifest with its overrides applied, and where it came from."""
-    raw = apply_overrides(load_yaml(manifest_path.read_text()), overrides)
+    raw = apply_overrides(load_yaml(manifest_path.read_text()), overrides, schema)
     applied = f" with {' '.join(overrides)}" if overrides else ""
     return (
         f"# The manifest of this run: {manifest_path}{applied}.\n"
@@ -87,9 +88,9 @@ def save_resolved_manifest(run_dir: Path, text: str) -> None:
     os.replace(temporary, target)
 
 
-def _set(root: dict[str, Any], parts: list[str], value: Any, override: str) -> None:
+def _set(root: dict[str, Any], parts: list[str], value: Any, override: str, manifest_schema: type[BaseModel]) -> None:
     node: Any = root
-    schema: type[BaseModel] | None = Manifest
+    schema: type[BaseModel] | None = manifest_schema
     walked: list[str] = []
     while True:
         where = ".".join(walked) or "the manifest"

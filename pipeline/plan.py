@@ -30,7 +30,7 @@ import data_recipes
 import launch
 from data_recipes.decontamination import decontamination_identity
 from rewards.registry import BUILTIN_REWARDS, resolve
-from pipeline.manifest import STAGE_OUTPUT_RECIPE, STAGE_READING_RECIPES, TRAINING_KINDS, GGUFModelSpec, Manifest, StageSpec, TinyModelSpec
+from pipeline.manifest import STAGE_OUTPUT_RECIPE, STAGE_READING_RECIPES, GGUFModelSpec, Manifest, StageSpec, TinyModelSpec
 from stages.arguments import CurriculumArgs, DataBlock, ReliftArgs, StageFile
 
 BASE_MODEL_DIR = "base_model"
@@ -194,12 +194,12 @@ def make_plan(manifest: Manifest) -> Plan:
 
     # Each distinct eval set once, in a fixed order: a second eval stage on the same data (best-of-n next
     # to greedy, say) or reordered eval stages change nothing a training stage removes, so rerun nothing.
-    eval_sets = _distinct(_data_block(spec.data, run_dir) for spec in manifest.stages if spec.kind == "eval")
+    eval_sets = _distinct(_data_block(spec.data, run_dir) for spec in manifest.stages if spec.declared.evaluates)
     check = manifest.decontamination
     decontaminate = {"against": eval_sets, **check.model_dump(exclude={"enabled"})} if check.enabled and eval_sets else None
 
     planned: dict[str, PlannedStage] = {}
-    eval_data = [spec.data for spec in manifest.stages if spec.kind == "eval"]
+    eval_data = [spec.data for spec in manifest.stages if spec.declared.evaluates]
     for spec in manifest.stages:
         dependencies = _dependencies(spec, planned)
         upstream = None if spec.model == "base" else planned[spec.model]
@@ -220,7 +220,7 @@ def make_plan(manifest: Manifest) -> Plan:
             on_policy=spec.on_policy,
             curriculum=CurriculumArgs.model_validate(spec.curriculum) if spec.curriculum is not None else None,
             relift=ReliftArgs.model_validate(spec.relift) if spec.relift is not None else None,
-            decontaminate=decontaminate if spec.kind in TRAINING_KINDS else None,
+            decontaminate=decontaminate if spec.declared.produces_model else None,
             num_processes=spec.world_size,
         )
         what_determines_output = {
@@ -270,7 +270,7 @@ DEFAULT_MAIN_PORT = 29500
 
 
 def launch_command(spec: StageSpec, stage_file: Path, machine_rank: int | str | None = None) -> list[str]:
-    """`accelerate launch --config_file launch/<profile>.yaml [overrides] -m stages.<kind> <stage file>`.
+    """`accelerate launch --config_file launch/<profile>.yaml [overrides] -m <the kind's module> <stage file>`.
 
     With `machine_rank`, the flags one node of a multi-node stage needs are added.
     """
@@ -283,7 +283,7 @@ def launch_command(spec: StageSpec, stage_file: Path, machine_rank: int | str | 
         command += ["--machine_rank", str(machine_rank), "--main_process_ip", spec.launch.main_process_ip or MAIN_ADDR_VARIABLE]
         if spec.launch.main_process_port is None:
             command += ["--main_process_port", str(DEFAULT_MAIN_PORT)]
-    return command + ["-m", f"stages.{spec.kind}", str(stage_file)]
+    return command + ["-m", spec.declared.module, str(stage_file)]
 
 
 def node_commands(spec: StageSpec, stage_file: Path) -> list[list[str]]:

@@ -5,14 +5,17 @@ fields, types and `__post_init__` checks, the trainers' batch arithmetic) is ask
 `python -m stages.preflight`, for all the stages that will run at once; stages the ledger says are
 done with the same fingerprint are not asked about. A stage whose check passed is remembered in a
 cache keyed by what the check reads (the stage's kind, args, peft, rewards, curriculum, on-policy
-block and world size) and by the installed versions of the libraries that do the checking, so an
-unchanged manifest is planned again without importing TRL at all. Upgrading trl, transformers,
-accelerate, peft or torch, or gradus's own checks, invalidates it.
+block and world size), by the installed versions of the libraries that do the checking, by gradus's
+version and by the content of every gradus package the check runs (all of `stages`, what it imports of
+`rewards`, `data_recipes` and `launch`, and a plugin kind's module), so an unchanged manifest is planned
+again without importing TRL at all. Upgrading trl, transformers, accelerate, peft, torch or gradus, or
+editing any code the check runs, invalidates it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -25,13 +28,13 @@ from pathlib import Path
 import launch
 from pipeline.manifest import ManifestError, load_manifest
 from pipeline.plan import Plan, PlannedStage, make_plan
+from stages.kinds import BUILTIN_KINDS, stage_kind
 
-TRAINER_KINDS = frozenset({"sft", "grpo", "dpo", "prm"})
 CACHE_SIZE = 2000
-CHECKED_BY = ("trl", "transformers", "accelerate", "peft", "torch")
+CHECKED_BY = ("gradus", "trl", "transformers", "accelerate", "peft", "torch")
 REPO = Path(__file__).resolve().parents[1]
-CHECK_SOURCES = (REPO / "stages" / "preflight.py", REPO / "stages" / "arguments.py", REPO / "stages" / "common.py",
-                 REPO / "stages" / "curriculum" / "trl_wiring.py", REPO / "stages" / "relift.py")
+CHECKED_PACKAGES = ("stages", "rewards", "data_recipes", "launch")
+"""The packages whose code the preflight subprocess runs (pipeline is not among them: it only asks)."""
 
 
 def cache_path() -> Path:
@@ -49,7 +52,7 @@ def checked_plan(manifest_path: str | Path) -> Plan:
 
 def check(stages: Iterable[PlannedStage]) -> None:
     """Raise ManifestError (one line: the stage and the field) for the first stage TRL would refuse."""
-    pending = [stage for stage in stages if stage.kind in TRAINER_KINDS]
+    pending = [stage for stage in stages if stage_kind(stage.kind).trainer]
     if not pending:
         return
     known = _read_cache()
@@ -84,7 +87,8 @@ def _key(stage: PlannedStage) -> str:
     resolved = stage.resolved
     what_is_checked = resolved.model_dump(mode="json", include={"kind", "args", "peft", "rewards", "curriculum", "relift", "on_policy", "num_processes"})
     what_is_checked["eval_data"] = resolved.eval_data is not None
-    payload = {"stage": what_is_checked, "libraries": _library_versions(), "gpu": launch.has_gpu(), "checks": _check_sources_digest()}
+    payload = {"stage": what_is_checked, "libraries": _library_versions(), "gpu": launch.has_gpu(),
+               "checks": checks_digest(REPO), "kind_code": _plugin_kind_digest(stage.kind)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -98,11 +102,23 @@ def _library_versions() -> dict[str, str | None]:
     return versions
 
 
-def _check_sources_digest() -> str:
+def checks_digest(repo: Path) -> str:
+    """The content of every Python file of CHECKED_PACKAGES under `repo`, with their paths: a whole package,
+    not a list of its files, so no module the check comes to import can be forgotten (a list once was)."""
     digest = hashlib.sha256()
-    for path in CHECK_SOURCES:
-        digest.update(path.read_bytes())
+    for package in CHECKED_PACKAGES:
+        for path in sorted((repo / package).rglob("*.py")):
+            digest.update(str(path.relative_to(repo)).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
+
+
+def _plugin_kind_digest(kind: str) -> str | None:
+    """A plugin kind's module (whose `trainer_args` and `preflight` the check runs) by its content; None for a built-in."""
+    if kind in BUILTIN_KINDS:
+        return None
+    spec = importlib.util.find_spec(stage_kind(kind).module)
+    origin = Path(spec.origin) if spec is not None and spec.origin else None
+    return hashlib.sha256(origin.read_bytes()).hexdigest() if origin is not None and origin.is_file() else None
 
 
 def _read_cache() -> list[str]:

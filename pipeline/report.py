@@ -17,6 +17,7 @@ from typing import Any
 from pipeline.ledger import Ledger
 from pipeline.plan import Plan, PlannedStage
 from stages.arguments import DataBlock
+from stages.kinds import stage_kind
 
 
 def eval_set_label(data: DataBlock) -> str:
@@ -31,7 +32,7 @@ def finished_evals(plan: Plan, ledger: Ledger) -> list[tuple[PlannedStage, dict[
     finished = []
     for stage in plan.stages:
         entry = ledger.entry(stage.name) or {}
-        if stage.kind == "eval" and entry.get("state") == "done":
+        if stage_kind(stage.kind).evaluates and entry.get("state") == "done":
             finished.append((stage, entry.get("metrics") or {}))
     return finished
 

@@ -12,7 +12,7 @@ import importlib.util
 from typing import Any
 
 from data_recipes import suggest
-from pipeline.manifest import ManifestError
+from pipeline.errors import ManifestError
 
 # Tracker -> the modules it needs, each requirement a tuple of alternatives (transformers 5's
 # integration_utils: `is_<tracker>_available`). kubeflow is switched on by its environment, no package.

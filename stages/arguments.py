@@ -175,10 +175,6 @@ class DifficultyArgs:
         refuse_invalid(self, checks)
 
 
-CURRICULUM_KINDS = ("grpo", "dpo", "sft")
-"""Stage kinds that take a `curriculum:` block: grpo (TRL's prompt sampler replaced), dpo with
-`on_policy` (each round's prompts drawn by the sampler, its evidence the pair sampling's scores), and
-sft (`ordered` only: easy-to-hard pacing needs no scores)."""
 SCORELESS_STRATEGIES = ("uniform", "ordered")
 """What an sft stage can take: it scores nothing, so no strategy that learns from scores."""
 

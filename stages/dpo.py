@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from stages import common
 from stages.arguments import StageFile
+from stages.preflight import missing_eval_data
 
 if TYPE_CHECKING:
     from stages.curriculum.rounds import RoundCurriculum
@@ -63,6 +64,10 @@ def trainer_args(stage: StageFile, planned_world_size: int | None = None) -> Any
     from trl import DPOConfig
 
     return common.training_args(DPOConfig, stage, planned_world_size)
+
+
+# What DPOTrainer refuses at init of a config that builds (stages/kinds.py: the preflight asks before launch).
+preflight = missing_eval_data
 
 
 def train(stage: StageFile, pairs: Any, eval_pairs: Any, save_as: StageFile) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from typing import Any
 
 from stages import common
 from stages.arguments import StageFile
+from stages.preflight import Unmet, block_requirement, lora_targets, missing_eval_data
 
 # The relift/* panels appear only when a relift block logged them (plot_curves skips absent keys).
 CURVES = ["reward", "frac_reward_zero_std", "loss", "completions/mean_length", "relift/buffer_size", "relift/sft_loss", "relift/sft_learning_rate"]
@@ -39,6 +40,28 @@ def trainer_args(stage: StageFile, planned_world_size: int | None = None) -> Any
     from trl import GRPOConfig
 
     return common.training_args(GRPOConfig, stage, planned_world_size, reward_weights=[reward.weight for reward in stage.rewards])
+
+
+def preflight(stage: StageFile, config: Any) -> Unmet | None:
+    """What GRPOTrainer and gradus's GRPO wiring (curriculum, relift) would refuse of a config that builds;
+    the preflight asks before launch (stages/kinds.py), so the refusal comes at plan time."""
+    if "lm_head" in lora_targets(stage):
+        return "peft.target_modules", "GRPOTrainer cannot train a LoRA adapter on lm_head (it reads lm_head.weight directly)"
+    if config.reward_weights is not None and len(config.reward_weights) != len(stage.rewards):
+        return "args.reward_weights", f"{len(config.reward_weights)} weights for {len(stage.rewards)} rewards; set each reward's weight instead"
+    if stage.curriculum is not None:
+        from stages.curriculum.trl_wiring import unmet_requirement
+
+        unmet = block_requirement("curriculum", unmet_requirement(config, stage.curriculum))
+        if unmet:
+            return unmet
+    if stage.relift is not None:
+        from stages.relift import unmet_requirement as relift_unmet
+
+        unmet = block_requirement("relift", relift_unmet(config))
+        if unmet:
+            return unmet
+    return missing_eval_data(stage, config)
 
 
 def run(stage: StageFile) -> None:

@@ -3,8 +3,9 @@
 `gradus plan` and `gradus run` start `python -m stages.preflight <stage files...> --out <result.json>`
 once for all the stages that will run (pipeline/preflight.py decides which, and caches what passed).
 It constructs each stage's TRL config exactly as the stage will (`trainer_args` of the kind's module,
-with the world size the stage is launched with), so what TRL's `__post_init__` and the trainers' init
-checks would raise at launch is found now, phrased as one line naming the stage and the field.
+with the world size the stage is launched with), then asks the kind's module what its trainer and its
+wiring would refuse of that config (its `preflight(stage, config)` hook, stages/kinds.py), so what
+would fail at launch is found now, phrased as one line naming the stage and the field.
 
 Result: `{"problems": [{"stage": NAME, "field": FIELD, "message": ...}, ...]}`, in stage order.
 """
@@ -23,14 +24,11 @@ from typing import Any
 
 from data_recipes import suggest
 from stages.arguments import StageFile
+from stages.common import peft_config
+from stages.kinds import load_attribute, stage_kind
 
-# The kinds whose args are a TRL/transformers config: (the module whose `trainer_args` builds it, the class).
-TRAINER_KINDS = {
-    "sft": ("stages.sft", "trl:SFTConfig"),
-    "grpo": ("stages.grpo", "trl:GRPOConfig"),
-    "dpo": ("stages.dpo", "trl:DPOConfig"),
-    "prm": ("stages.prm", "stages.prm:PRMConfig"),
-}
+Unmet = tuple[str, str]
+"""What a kind's `preflight` hook returns for a config its trainer would refuse: (the field, why)."""
 
 
 @dataclasses.dataclass
@@ -42,10 +40,9 @@ class Problem:
 
 def check(stage: StageFile) -> Problem | None:
     """The first thing that would stop `stage` before its first training step, or None."""
-    module_name, config_name = TRAINER_KINDS[stage.kind]
-    module = importlib.import_module(module_name)
-    class_module, class_name = config_name.split(":")
-    config_cls = getattr(importlib.import_module(class_module), class_name)
+    kind = stage_kind(stage.kind)
+    module = importlib.import_module(kind.module)
+    config_cls = load_attribute(kind.config)
     problem = _check_names_and_types(stage, config_cls)
     if problem:
         return problem
@@ -56,7 +53,11 @@ def check(stage: StageFile) -> Problem | None:
     except (ValueError, TypeError) as error:
         message = _first_line(error)
         return Problem(stage.name, _field_named_in(message, stage.args, config_cls), message)
-    return _check_peft(stage) or _check_kind(stage, config)
+    problem = _check_peft(stage)
+    if problem:
+        return problem
+    unmet = module.preflight(stage, config) if hasattr(module, "preflight") else None
+    return Problem(stage.name, *unmet) if unmet else None
 
 
 def _field_named_in(message: str, args: dict[str, Any], config_cls: type) -> str:
@@ -84,45 +85,36 @@ def _check_names_and_types(stage: StageFile, config_cls: type) -> Problem | None
 
 
 def _check_peft(stage: StageFile) -> Problem | None:
-    if not stage.peft:
-        return None
-    from peft import LoraConfig
-
     try:
-        config = LoraConfig(**{"task_type": "CAUSAL_LM", **stage.peft})
+        peft_config(stage)
     except (ValueError, TypeError) as error:
         return Problem(stage.name, "peft", _first_line(error))
-    targets = config.target_modules if isinstance(config.target_modules, (set, list, tuple)) else [config.target_modules]
-    if stage.kind == "grpo" and "lm_head" in targets:
-        return Problem(stage.name, "peft.target_modules", "GRPOTrainer cannot train a LoRA adapter on lm_head (it reads lm_head.weight directly)")
     return None
 
 
-def _check_kind(stage: StageFile, config: Any) -> Problem | None:
-    """What the trainers check at init, and what gradus's own wiring needs of the config."""
-    if stage.kind == "grpo":
-        if config.reward_weights is not None and len(config.reward_weights) != len(stage.rewards):
-            return Problem(stage.name, "args.reward_weights",
-                           f"{len(config.reward_weights)} weights for {len(stage.rewards)} rewards; set each reward's weight instead")
-        if stage.curriculum is not None:
-            from stages.curriculum.trl_wiring import unmet_requirement
+def lora_targets(stage: StageFile) -> list[str]:
+    """The modules a stage's `peft` block puts LoRA adapters on (for a kind's hook that refuses some)."""
+    config = peft_config(stage)
+    targets = config.target_modules if config is not None else []
+    return list(targets) if isinstance(targets, (set, list, tuple)) else [targets]
 
-            unmet = unmet_requirement(config, stage.curriculum)
-            if unmet:
-                field, _, message = unmet.partition(": ")
-                return Problem(stage.name, field, f"curriculum: {message}")
-        if stage.relift is not None:
-            from stages.relift import unmet_requirement as relift_unmet
 
-            unmet = relift_unmet(config)
-            if unmet:
-                field, _, message = unmet.partition(": ")
-                return Problem(stage.name, field, f"relift: {message}")
+def missing_eval_data(stage: StageFile, config: Any) -> Unmet | None:
+    """transformers' Trainer refuses an eval strategy with no eval set at init; a kind that evaluates on
+    `eval_data` makes this part of its `preflight` hook (prm holds out its own split, so it does not)."""
     eval_strategy = getattr(config.eval_strategy, "value", config.eval_strategy)
-    if eval_strategy != "no" and stage.eval_data is None and stage.kind != "prm":  # the prm stage holds out its own split
-        return Problem(stage.name, "args.eval_strategy", f"{eval_strategy!r} needs eval_data (transformers' Trainer refuses it at init); "
-                       "add an eval_data block or set eval_strategy: 'no'")
+    if eval_strategy != "no" and stage.eval_data is None:
+        return "args.eval_strategy", (f"{eval_strategy!r} needs eval_data (transformers' Trainer refuses it at init); "
+                                      "add an eval_data block or set eval_strategy: 'no'")
     return None
+
+
+def block_requirement(block: str, unmet: str | None) -> Unmet | None:
+    """A block's own `unmet_requirement` ("FIELD: why") as an Unmet whose message names the block."""
+    if not unmet:
+        return None
+    field, _, message = unmet.partition(": ")
+    return field, f"{block}: {message}"
 
 
 def _type_name(hint: Any) -> str:

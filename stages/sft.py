@@ -18,6 +18,7 @@ from typing import Any
 
 from stages import common
 from stages.arguments import StageFile
+from stages.preflight import missing_eval_data
 
 
 def text_columns(dataset, keep: str | None = None) -> list[str]:
@@ -32,6 +33,10 @@ def trainer_args(stage: StageFile, planned_world_size: int | None = None) -> Any
     from trl import SFTConfig
 
     return common.training_args(SFTConfig, stage, planned_world_size)
+
+
+# What SFTTrainer refuses at init of a config that builds (stages/kinds.py: the preflight asks before launch).
+preflight = missing_eval_data
 
 
 def run(stage: StageFile) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.manifest import KINDS
+from stages.kinds import BUILTIN_KINDS
 from tests.conftest import TINY_MODEL, gradus, sigkill_runner_when, write_manifest
 
 pytestmark = pytest.mark.slow
@@ -68,7 +68,7 @@ def test_pass_rates_a_grpo_curriculum_starts_from_and_a_killed_two_process_run_t
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
     rows = read_rows(run_dir / "difficulty")
-    assert set(KINDS["difficulty"].output_columns) <= set(rows[0]) and len(rows) == 12
+    assert set(BUILTIN_KINDS["difficulty"].output_columns) <= set(rows[0]) and len(rows) == 12
     for row in rows:
         assert len(row["scores"]) == 4 == len(row["samples"]) and row["pass_rate"] == sum(row["scores"]) / 4
         assert row["pass_rate"] == {1: 1.0, 3: 0.0}.get(row["level"], row["pass_rate"])

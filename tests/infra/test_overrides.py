@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.manifest import ManifestError, load_manifest
+from pipeline.manifest import Manifest, ManifestError, load_manifest
 from pipeline.overrides import RESOLVED_MANIFEST, resolved_manifest_text, save_resolved_manifest
 from pipeline.plan import make_plan
 from tests.conftest import gradus, tiny_manifest, write_manifest
@@ -76,7 +76,7 @@ def test_the_saved_manifest_reproduces_the_run(manifest_file, tmp_path):
     overrides = ["seed=3", "stages.sft.args.learning_rate=1e-3"]
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    save_resolved_manifest(run_dir, resolved_manifest_text(manifest_file, overrides))
+    save_resolved_manifest(run_dir, resolved_manifest_text(manifest_file, overrides, Manifest))
     saved = run_dir / RESOLVED_MANIFEST
     assert saved.read_text().startswith(f"# The manifest of this run: {manifest_file} with seed=3 ")
     assert fingerprints(saved) == fingerprints(manifest_file, *overrides)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ from pipeline import preflight
 from pipeline.manifest import load_manifest
 from pipeline.plan import make_plan
 from pipeline.runner import stage_environment
+from stages.kinds import stage_kind
 from tests.conftest import gradus, tiny_manifest, write_manifest
 
 GRPO = {
@@ -87,7 +89,7 @@ def test_what_trl_would_refuse_at_launch_is_a_preflight_problem(tmp_path, where,
     from stages.preflight import check
 
     plan = make_plan(load_manifest(write_manifest(tmp_path / "m.yaml", changed(chain(tmp_path), where, change))))
-    problems = [problem for planned in plan.stages if planned.kind in preflight.TRAINER_KINDS and (problem := check(planned.resolved))]
+    problems = [problem for planned in plan.stages if stage_kind(planned.kind).trainer and (problem := check(planned.resolved))]
     assert len(problems) == 1
     assert expected in f"stage {problems[0].stage!r}: field '{problems[0].field}': {problems[0].message}"
 
@@ -129,11 +131,55 @@ def test_preflight_runs_once_for_all_stages_and_remembers_what_passed(tmp_path, 
     preflight.check(plan.stages)
     passed = json.loads(preflight.cache_path().read_text())["passed"]
     assert len(passed) == 2  # sft and grpo; the eval stage is checked in-process, without TRL
-    keys = {stage.name: preflight._key(stage) for stage in plan.stages if stage.kind in preflight.TRAINER_KINDS}
+    keys = {stage.name: preflight._key(stage) for stage in plan.stages if stage_kind(stage.kind).trainer}
     assert set(keys.values()) == set(passed)
     # Another TRL would judge the configs afresh.
     monkeypatch.setattr(preflight, "version", lambda name: "0.0.0")
-    assert {preflight._key(stage) for stage in plan.stages if stage.kind in preflight.TRAINER_KINDS}.isdisjoint(passed)
+    assert {preflight._key(stage) for stage in plan.stages if stage_kind(stage.kind).trainer}.isdisjoint(passed)
+
+
+def modules_the_preflight_runs(tmp_path: Path) -> list[Path]:
+    """The gradus source files a real preflight (every trainer kind, curriculum and relift included) imported."""
+    manifest = chain(tmp_path)
+    manifest["stages"].append(copy.deepcopy(GRPO) | {"name": "grpo2", "curriculum": {"strategy": "lp"}, "relift": {"sft_batch_size": 4},
+                                                     "args": {**GRPO["args"], "remove_unused_columns": False}})
+    (tmp_path / "pairs.jsonl").write_text(json.dumps({"prompt": "1+1=", "chosen": "2", "rejected": "3"}) + "\n")
+    (tmp_path / "steps.jsonl").write_text(json.dumps({"prompt": "1+1=", "steps": ["1+1", "2"], "labels": [1, 1]}) + "\n")
+    manifest["stages"] += [{"name": "dpo", "kind": "dpo", "data": {"recipe": "jsonl", "path": str(tmp_path / "pairs.jsonl")}, "args": {"max_steps": 1}},
+                           {"name": "prm", "kind": "prm", "data": {"recipe": "jsonl", "path": str(tmp_path / "steps.jsonl")}, "args": {"max_steps": 1}}]
+    plan = make_plan(load_manifest(write_manifest(tmp_path / "m.yaml", manifest)))
+    files = []
+    for planned in (planned for planned in plan.stages if stage_kind(planned.kind).trainer):
+        planned.resolved.write(tmp_path / f"{planned.name}.yaml")
+        files.append(str(tmp_path / f"{planned.name}.yaml"))
+    code = ("import sys; from stages.preflight import main; main(sys.argv[1:]);"
+            "print('\\n'.join(getattr(module, '__file__', None) or '' for module in list(sys.modules.values())))")
+    result = subprocess.run([sys.executable, "-c", code, *files, "--out", str(tmp_path / "out.json")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((tmp_path / "out.json").read_text())["problems"] == []
+    loaded = {Path(line) for line in result.stdout.splitlines() if line.startswith(str(preflight.REPO) + "/")}
+    # gradus's own modules: not its tests, nor a virtual environment inside the checkout (CI makes .venv there).
+    return sorted(path for path in loaded if path.relative_to(preflight.REPO).parts[0] in preflight.CHECKED_PACKAGES)
+
+
+def test_editing_any_module_the_preflight_runs_expires_its_cached_verdicts(tmp_path):
+    """The cache key covers the content of every gradus module the check imports (a list of files once
+    missed sft.py, grpo.py, dpo.py and prm.py, whose code the check runs), and gradus's own version."""
+    ran = modules_the_preflight_runs(tmp_path)
+    names = {str(path.relative_to(preflight.REPO)) for path in ran}
+    assert {"stages/sft.py", "stages/grpo.py", "stages/dpo.py", "stages/prm.py", "stages/relift.py", "stages/curriculum/trl_wiring.py"} <= names
+    copy_root = tmp_path / "copy"
+    for package in preflight.CHECKED_PACKAGES:
+        shutil.copytree(preflight.REPO / package, copy_root / package)
+    before = preflight.checks_digest(copy_root)
+    assert before == preflight.checks_digest(preflight.REPO)
+    for path in ran:
+        edited = copy_root / path.relative_to(preflight.REPO)
+        original = edited.read_bytes()
+        edited.write_bytes(original + b"\n# edited\n")
+        assert preflight.checks_digest(copy_root) != before, path
+        edited.write_bytes(original)
+    assert "gradus" in preflight.CHECKED_BY
 
 
 def probe(*cli_args: str) -> list[str]:

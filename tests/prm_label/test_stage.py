@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from data_recipes.math_sets import last_boxed
-from pipeline.manifest import KINDS
+from stages.kinds import BUILTIN_KINDS
 from tests.conftest import TINY_MODEL, gradus, sigkill_runner_when, tiny_manifest, write_manifest
 
 pytestmark = pytest.mark.slow
@@ -42,7 +42,7 @@ def test_sft_then_prm_label_writes_the_declared_dataset(tmp_path):
 
     rows = read_rows(run_dir / "labels")
     metrics = json.loads((run_dir / "labels" / "metrics.json").read_text())
-    assert set(KINDS["prm_label"].output_columns) <= set(rows[0])
+    assert set(BUILTIN_KINDS["prm_label"].output_columns) <= set(rows[0])
     assert metrics["problems"] == 6 and metrics["solutions"] == len(rows) == 12 and metrics["shards"] == 3
     assert metrics["rollouts"] == metrics["rollouts_this_run"] == sum(row["rollouts"] for row in rows) > 0
     assert metrics["steps"] == sum(len(row["steps"]) for row in rows)
@@ -59,7 +59,7 @@ def test_sft_then_prm_label_writes_the_declared_dataset(tmp_path):
     import data_recipes
 
     options = {"stage": "labels", "path": run_dir / "labels" / "dataset"}
-    assert set(KINDS["prm_label"].output_columns) <= set(data_recipes.columns("stage_output", options))
+    assert set(BUILTIN_KINDS["prm_label"].output_columns) <= set(data_recipes.columns("stage_output", options))
     assert data_recipes.load("stage_output", options).to_list() == rows
 
 
