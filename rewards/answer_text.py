@@ -57,10 +57,10 @@ from dataclasses import dataclass
 from rewards.completions import completion_text
 
 BOXED = "\\boxed{"
-# How a completion's answer is found (`math_accuracy`'s `extraction` option). "boxed": the final box,
-# or else what follows an "answer" anchor; the strict reading a training reward uses, since the prompt
-# asks for a box. "lenient": an "answer" anchor after the last box, else the final box, else math-verify's
-# own extraction (the last expression, `$...$`); for evaluating a model that does not box its answer.
+# How a completion's answer is found (`math_accuracy`'s `extraction` option). Both read an "answer" anchor
+# after the last box first, then the final box. "boxed": else what follows an "answer" anchor; the strict
+# reading a training reward uses, since the prompt asks for a box. "lenient": else math-verify's own
+# extraction (the last expression, `$...$`); for evaluating a model that does not box its answer.
 EXTRACTIONS = ("boxed", "lenient")
 # Chat-message fields in which a tokenizer's response schema puts the reasoning it split off.
 REASONING_FIELDS = ("reasoning_content", "thinking")

@@ -55,11 +55,12 @@ class MathAccuracy:
             a message the tokenizer's response schema split (`reasoning_content`) is scored on its
             `content` (TRL would find no closing tag there and score 0.0).
         decimal_comma: the data writes decimal commas (`3,5` is 3.5); see `rewards.answer_text`.
-        extraction: where a completion's answer is read. "boxed" (the default, for training, whose
-            prompts ask for a box): its final box, or else what follows an "answer" anchor. "lenient"
-            (for evaluating a model that may not box): its final box, or else math-verify's own
-            extraction, which also takes the last expression (`7 * 8 = 56.`) or a `$...$`; and an
-            anchored answer after the last box ("The final answer is 7.") before that box. Either way
+        extraction: where a completion's answer is read. Both read an answer anchored after the last
+            box ("The final answer is 7.", the completion's last word; hedged there, it scores 0.0)
+            before that box, then the final box. "boxed" (the default, for training, whose prompts ask
+            for a box): else what follows an "answer" anchor. "lenient" (for evaluating a model that
+            may not box): else math-verify's own extraction, which also takes the last expression
+            (`7 * 8 = 56.`) or a `$...$`. Either way
             one answer is read, and a box is read by the same rules against hacking (the
             adversarial suite scores 0 under both).
     """

@@ -10,14 +10,14 @@ How a pair is scored (the text rules are `rewards.answer_text`'s):
   1. The gold is read as math or not at all (`parse_gold`): None for every completion otherwise. A
      gold written as text around a final box is read from that box (`answer_text.gold_answer`).
   2. The completion's answer is the part after a closed reasoning block (with reasoning tags), then
-     its final box; a completion without a box may still state its answer after the word "answer"
-     ("The answer is 72."), which math-verify finds as TRL's and open-r1's accuracy rewards do, never
+     an answer anchored after its last box ("The final answer is 7.", its last word; a hedge there
+     scores 0), else its final box; a completion without a box may still state its answer after the
+     word "answer" ("The answer is 72."), which math-verify finds as TRL's and open-r1's accuracy rewards do, never
      a number met in the reasoning. Several answers stated that way ("the answer is 7 or 8") score 0.
      Boxes chained to the final one (`rewards.answer_text`) are one list, each box one item of it:
      boxes that repeat an item, or a box holding a list of its own, score 0.
      With `extraction="lenient"` a completion without a box is read by math-verify's own default
-     extraction instead, which also takes the last expression or `$...$` with no anchor, and an
-     anchored answer after the last box ("The final answer is 7.") comes before that box.
+     extraction instead, which also takes the last expression or `$...$` with no anchor.
   3. Gold and answer go through the same digit-separator rule and the same parse (`parse_math`: the
      text inside `\boxed{}`), so a gold always verifies against itself. An ambiguous answer scores 0.
   4. An answer written exactly as the gold scores 1.0, and two plain numbers are compared exactly,
@@ -233,37 +233,37 @@ def score_pair(
 def _answer_text(region: str, timeout_seconds: int, extraction: str, decimal_comma: bool) -> tuple[str, int] | None:
     """(the answer a completion states, how many boxes it came from), or None if it states none.
 
-    Its final box (or chain of boxes, each one item of the list they form), or else what follows an
-    "answer" anchor, unless that is one of several. With `extraction="lenient"`, an anchored answer
-    after the last box comes before that box (math-verify ranks "final answer is" above boxes), and
-    without a box, whatever math-verify's default extraction finds.
+    An answer anchored after the last box ("The final answer is 7.") comes first, under either
+    extraction: it is the completion's last word on its answer (math-verify ranks "final answer is"
+    above boxes), and a hedge there ("... is 5 or 7") is no answer, never a fall back to the box. Then
+    the final box (or chain of boxes, each one item of the list they form); without a box, what follows
+    an "answer" anchor, or with `extraction="lenient"` whatever math-verify's default extraction finds.
+    An answer that is one of several ("7 or 8") is none.
     """
-    lenient = extraction == "lenient"
     region = upright_constants(region)  # math-verify's extraction would stop at `\mathrm{e}`
     if has_box(region):
-        anchored = _anchored_answer(after_final_box(region), timeout_seconds) if lenient else None
+        after = after_final_box(region)
+        anchored = _anchored_answer(after, timeout_seconds)
         if anchored is not None:
-            return anchored, 0
+            return None if _followed_by_another_answer(after, anchored) else (anchored, 0)
         boxes = final_boxes(region)
         if boxes is None or (len(boxes) > 1 and not all(_one_item(box, decimal_comma) for box in boxes)):
             return None
         return ", ".join(boxes), len(boxes)
-    if lenient:
+    if extraction == "lenient":
         found = parse(region, extraction_config=LENIENT_EXTRACTION, parsing_timeout=timeout_seconds)
-        answer = found[-1] if found and isinstance(found[-1], str) and not _followed_by_another_answer(region, found[-1]) else None
+        answer = found[-1] if found and isinstance(found[-1], str) else None
     else:
         answer = _anchored_answer(region, timeout_seconds)
-    return None if answer is None else (answer, 0)
+    return None if answer is None or _followed_by_another_answer(region, answer) else (answer, 0)
 
 
 def _anchored_answer(text: str, timeout_seconds: int) -> str | None:
-    """What follows an "answer" anchor in `text`, unless it is one of several; None if nothing does."""
+    """What follows an "answer" anchor in `text` (the caller asks whether it is one of several); None if nothing does."""
     if not may_hold_an_answer(text):
         return None
     found = parse(text, extraction_config=ANCHORED_EXTRACTION, extraction_mode="first_match", parsing_timeout=timeout_seconds)
-    if not found or not isinstance(found[-1], str) or _followed_by_another_answer(text, found[-1]):
-        return None
-    return found[-1]
+    return found[-1] if found and isinstance(found[-1], str) else None
 
 
 def _one_item(box: str, decimal_comma: bool) -> bool:

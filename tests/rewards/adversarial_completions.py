@@ -29,6 +29,7 @@ ADVERSARIAL: list[tuple[str, str, str, dict]] = [
     ("alternatives inside one box", r"\boxed{5 \text{ or } 7}", "7", {}),
     ("alternatives after an answer anchor", "The answer is 7 or 8.", "7", {}),
     ("a list after an answer anchor", "Final answer: 7, 8", "7", {}),
+    ("a box, then a hedge after an answer anchor", r"\boxed{7}. The final answer is 7 or 8.", "7", {}),
     ("a box inside the final box", r"\boxed{\boxed{7}, 8}", "7", {}),
     ("100 boxed guesses", " ".join(rf"\boxed{{{guess}}}" for guess in range(100)), "7", {}),
     # several boxes chained by TeX spacing or connecting text: one list, never more than the gold

@@ -228,8 +228,12 @@ EXTRACTION_CASES = [
     ("The answer is 56 or 57.", 0.0, 0.0),  # a hedge, whichever extraction reads it
     (r"It is 56, so \boxed{57}", 0.0, 0.0),  # with a box, the box is the answer in both
     (r"It is 56, so \boxed{5", 0.0, 0.0),  # a box cut off is no answer in either
-    (r"First \boxed{7}, then \boxed{8}. The final answer is $56$.", 0.0, 1.0),  # "final answer" after the boxes
-    (r"So \boxed{56}. The final answer is 57.", 1.0, 0.0),  # "boxed" reads the box alone, "lenient" the later answer
+    # An answer anchored after the last box is the completion's last word, read first by both.
+    (r"First \boxed{7}, then \boxed{8}. The final answer is $56$.", 1.0, 1.0),  # after intermediate boxes
+    (r"So \boxed{56}. The final answer is 57.", 0.0, 0.0),  # a wrong anchored answer after a right box
+    (r"So \boxed{56}. The final answer is 56 or 57.", 0.0, 0.0),  # a hedge after the box: no fall back to it
+    (r"So \boxed{56}. The answer is: $56$ \text{ or } $57$.", 0.0, 0.0),
+    (r"So \boxed{57}. The final answer is $56$.", 1.0, 1.0),  # a correction after the box
 ]
 
 
