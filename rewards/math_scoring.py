@@ -125,6 +125,13 @@ def parse_gold(gold: str, timeout_seconds: int, decimal_comma: bool) -> tuple[st
     into an expression, or reads only in part (`1, 2, \\ldots`).
     A \\text{} answer (`\\text{Tuesday}`, `\\text{(C)}`) is math here: math-verify reads it as one
     symbol named by its text, which only that text matches.
+
+    A worked solution without a box is prose too, even one that says "The final answer is $28 \\%$"
+    (row 60 of Math-Verify's tests, which math-verify reads). No rule picks its answer safely: an
+    anchor may name an answer the solution then discards ("A first guess for the answer is 10, but
+    ... so it is 8" reads as 10), and math-verify's reading without an anchor is the last number met.
+    A wrong gold trains toward a wrong answer without a sign; a None gold is counted in `metrics()`,
+    and its data recipe can extract the answer (open-r1#628).
     """
     stated = gold_answer(gold)
     text = None if stated is None else read_answer(stated, decimal_comma)

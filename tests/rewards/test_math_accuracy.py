@@ -143,6 +143,7 @@ def test_is_a_factory_with_checked_options() -> None:
     ("gold", "why"),
     [
         ("The answer is 5", "prose"),
+        ("A first guess for the answer is 10, but the tiles overlap, so it is 8.", "a worked solution: its anchor names a discarded answer"),
         ("5 apples", "prose around a number"),
         ("none", "a word"),
         ("yes", "a product of letters: e*s*y"),
