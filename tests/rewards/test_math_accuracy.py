@@ -235,6 +235,8 @@ EXTRACTION_CASES = [
     (r"So \boxed{56}. The final answer is 56 or 57.", 0.0, 0.0),  # a hedge after the box: no fall back to it
     (r"So \boxed{56}. The answer is: $56$ \text{ or } $57$.", 0.0, 0.0),
     (r"So \boxed{57}. The final answer is $56$.", 1.0, 1.0),  # a correction after the box
+    (r"So \boxed{56}. We may check our answer: $56 / 8 = 7$, so our answer is correct.", 1.0, 1.0),  # a check, no statement
+    (r"So \boxed{56}. A calculator gives the answer $55.9$, which confirms it.", 1.0, 1.0),  # a mention
 ]
 
 
