@@ -84,3 +84,22 @@ def test_decontamination_finds_all_of_math500_in_math_test(shared_data):
                if index in set(overlapping)}
     assert problems_500 <= flagged
     assert len(overlapping) < 600  # near-duplicates beyond the 500 are few; the rest of MATH test is a clean pool
+
+
+def test_chat_gsm8k_is_what_trl_sft_takes(shared_data, tmp_path):
+    """With `chat: true` the worked solution is the assistant's message: TRL's SFTTrainer took the old string
+    completion next to a chat prompt only to fail inside its tokenisation ("can only concatenate list")."""
+    from trl import SFTConfig, SFTTrainer
+
+    from stages.models import build_tiny_model, build_tokenizer
+
+    dataset = data_recipes.load("gsm8k", {"path": str(shared_data / "gsm8k" / "train.jsonl"), "chat": True, "limit": 4})
+    assert dataset[0]["completion"][0]["role"] == "assistant" and dataset[0]["completion"][0]["content"].endswith("}.")
+    assert data_recipes.chat_columns("gsm8k", {"path": str(shared_data / "gsm8k" / "train.jsonl"), "chat": True}) == {"prompt", "completion"}
+    build_tiny_model({"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                      "max_position_embeddings": 2048}, 0, tmp_path / "model")
+    trainer = SFTTrainer(model=str(tmp_path / "model"), processing_class=build_tokenizer("llama"),
+                         args=SFTConfig(output_dir=str(tmp_path / "out"), max_length=1024, report_to="none", use_cpu=True, bf16=False),
+                         train_dataset=dataset.select_columns(["prompt", "completion"]))
+    batch = trainer.data_collator([trainer.train_dataset[0]])
+    assert (batch["labels"] != -100).sum() > 0  # the assistant's solution is trained on
