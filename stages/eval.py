@@ -107,12 +107,9 @@ def item_metrics(
     return metrics
 
 
-def math_scores(rows: list[dict[str, Any]], completions: list[str], num_samples: int, extraction: str) -> list[float | None]:
-    """math_accuracy's score of each completion (`num_samples` consecutive ones per row), read by `extraction`."""
-    import rewards
-
+def math_scores(score: Callable[..., list[float | None]], rows: list[dict[str, Any]], completions: list[str], num_samples: int) -> list[float | None]:
+    """`score`'s (a math_accuracy's) score of each completion, `num_samples` consecutive ones per row."""
     repeated = [row for row in rows for _ in range(num_samples)]
-    score = rewards.build("math_accuracy", {"extraction": extraction})
     return score(prompts=[row["prompt"] for row in repeated], completions=completions, answer=[row["answer"] for row in repeated])
 
 
@@ -126,7 +123,7 @@ def score_items(
     import rewards
 
     score = rewards.build("math_accuracy", {"extraction": extraction})
-    scores = math_scores(rows, completions, num_samples, extraction)
+    scores = math_scores(score, rows, completions, num_samples)
     items = []
     for index, row in enumerate(rows):
         samples = slice(index * num_samples, (index + 1) * num_samples)
@@ -140,22 +137,12 @@ def score_items(
     return items
 
 
-def pass_at_1_by_level(rows: list[dict[str, Any]], scores: list[float | None], num_samples: int, difficulty_column: str) -> dict[str, Any]:
-    """pass@1 overall and per level from one reading's scores, over the rows whose gold is math."""
-    per_row = [scores[index * num_samples : (index + 1) * num_samples] for index in range(len(rows))]
-    by_level: dict[str, list[float]] = defaultdict(list)
-    overall = []
-    for row, samples in zip(rows, per_row):
-        if any(sample is None for sample in samples):
-            continue
-        overall.append(sum(samples) / len(samples))
-        if row.get(difficulty_column) is not None:
-            by_level[str(row[difficulty_column])].append(overall[-1])
-    return {"accuracy": _mean(overall), "accuracy_by_level": {level: _mean(by_level[level]) for level in sorted(by_level, key=_natural)}}
-
-
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values) if values else 0.0
+def reading_accuracy(items: list[dict[str, Any]], scores: list[float | None], num_samples: int) -> dict[str, Any]:
+    """pass@1 overall and per level of the same items scored by another reading (`scores`, `num_samples` a row),
+    as `accuracy_report` gives them for the stage's own reading."""
+    rescored = [{**item, "scores": scores[index * num_samples : (index + 1) * num_samples], "verdicts": {}} for index, item in enumerate(items)]
+    report = accuracy_report(rescored, ks=[])
+    return {"accuracy": report["accuracy"], "accuracy_by_level": report["accuracy_by_level"]}
 
 
 def verifier_ratings(verifiers: list[RewardBlock], rows: list[dict[str, Any]], completions: list[str]) -> dict[str, list[float | None]]:
@@ -271,6 +258,8 @@ def run(stage: StageFile) -> None:
     from accelerate.utils import gather_object
     from transformers import AutoModelForCausalLM
 
+    import rewards
+
     args = EvalArgs(**stage.args)
     torch.manual_seed(args.seed if args.seed is not None else stage.seed)
     dataset = common.load_data(stage.data)
@@ -299,10 +288,11 @@ def run(stage: StageFile) -> None:
         items = score_items(rows, completions, args.num_samples, ratings, args.difficulty_column, args.extraction)
         report = accuracy_report(items, args.k)
         report["extraction"] = args.extraction
+        other = "lenient" if args.extraction == "boxed" else "boxed"
+        other_scores = math_scores(rewards.build("math_accuracy", {"extraction": other}), rows, completions, args.num_samples)
         report["by_extraction"] = {
-            reading: pass_at_1_by_level(rows, [score for item in items for score in item["scores"]] if reading == args.extraction
-                                        else math_scores(rows, completions, args.num_samples, reading), args.num_samples, args.difficulty_column)
-            for reading in ("boxed", "lenient")
+            args.extraction: {"accuracy": report["accuracy"], "accuracy_by_level": report["accuracy_by_level"]},
+            other: reading_accuracy(items, other_scores, args.num_samples),
         }
         report["clipped"], report["clipped_fraction"] = sum(clipped), sum(clipped) / max(len(clipped), 1)
         report["generation"] = {"tokens": generated_tokens, "seconds": generation_s, "tokens_per_s": generated_tokens / generation_s}
