@@ -296,20 +296,21 @@ def _check_data(stage: StageSpec, earlier: dict[str, StageSpec]) -> set[str]:
                 f"it has {', '.join(sorted(columns))}"
             )
         found[field] = columns if spec.replay is None else _check_replay(stage, field, columns, earlier)
-        _check_chat_format(stage, field, spec, earlier)
+        _check_chat_format(stage, field, spec, columns, earlier)
     return found["data"]
 
 
-def _check_chat_format(stage: StageSpec, field: str, spec: DataBlock, earlier: dict[str, StageSpec]) -> None:
+def _check_chat_format(stage: StageSpec, field: str, spec: DataBlock, columns: set[str], earlier: dict[str, StageSpec]) -> None:
     """Refuse data whose prompt is chat messages and whose completion is text (or the reverse): TRL's trainers
-    fail on it at launch. Also a replay whose rows are chat where the stage's own are text (or the reverse)."""
+    fail on it at launch. Also a replay whose rows are chat where the stage's own are text (or the reverse).
+    `columns`: what the data block's recipe gives."""
     together = stage.declared.rendered_together
     if not together or spec.recipe in STAGE_READING_RECIPES:
         return
     chat = data_recipes.chat_columns(spec.recipe, spec.model_extra or {})
     if chat is None:
         return
-    used = [column for column in together if column in _recipe_columns(spec, earlier)]
+    used = [column for column in together if column in columns]
     if len({column in chat for column in used}) > 1:
         kinds = ", ".join(f"{column!r} {'chat messages' if column in chat else 'text'}" for column in used)
         raise ManifestError(f"stage {stage.name!r}: field '{field}': recipe {spec.recipe!r} gives {kinds}; "
