@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import os
 import re
 from pathlib import Path
 
@@ -78,6 +79,40 @@ def chat_template(model: str | Path, gguf: bool = False) -> str | None:
     config = path / "tokenizer_config.json"
     template = json.loads(config.read_text()).get("chat_template") if config.is_file() else None
     return template if isinstance(template, str) else None
+
+
+def hub_model_cache(model: str) -> Path:
+    """Where the local HF cache keeps a hub model (it need not exist)."""
+    hub_cache = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface") / "hub")
+    return hub_cache / f"models--{model.replace('/', '--')}"
+
+
+def cached_hub_revision(model: str) -> str | None:
+    """The revision the local HF cache resolved a hub model's `main` to, where it has one."""
+    ref = hub_model_cache(model) / "refs" / "main"
+    return ref.read_text().strip() if ref.is_file() else None
+
+
+def gguf_vocabulary_size(path: Path) -> int | None:
+    """How many tokens a GGUF file's tokenizer has (read from its header: numpy, no torch)."""
+    from gguf import GGUFReader
+
+    field = GGUFReader(path).fields.get("tokenizer.ggml.tokens")
+    return len(field.data) if field is not None else None
+
+
+def model_vocabulary_size(model: str) -> int | None:
+    """A model directory's `vocab_size` (its text model's, for a multimodal config), or a hub model's where the
+    local HF cache has its config; None where it cannot be known without a download."""
+    path = Path(model).expanduser()
+    if not path.is_dir():
+        revision = cached_hub_revision(model)
+        path = hub_model_cache(model) / "snapshots" / revision if revision else path
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        return None
+    config = json.loads(config_file.read_text())
+    return config.get("vocab_size") or (config.get("text_config") or {}).get("vocab_size")
 
 
 def check_gguf(path: Path) -> str:

@@ -86,7 +86,7 @@ def show_plan(plan: Plan, todo: list[tuple[PlannedStage, str]]) -> int:
     for column in ("stage", "kind", "starts from", "fingerprint", "if run now"):
         table.add_column(column)
     for stage, action in todo:
-        table.add_row(stage.name, stage.kind, stage.upstream or "base", stage.fingerprint, action)
+        table.add_row(stage.name, stage.kind, stage.model_label, stage.fingerprint, action)
     console.print(table)
     for stage in plan.stages:
         console.print(f"\n# {stage.name}\n{shell_line(stage.command)}", soft_wrap=True, markup=False)

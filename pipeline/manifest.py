@@ -27,13 +27,14 @@ import data_recipes
 import launch
 import rewards
 from data_recipes import suggest
-from pipeline.base_models import GENERATION_MARKER, KNOWN_MODELS, BaseModelError, chat_template, check_gguf, known_model_path
+from pipeline.base_models import GENERATION_MARKER, KNOWN_MODELS, BaseModelError, chat_template, check_gguf, gguf_vocabulary_size, known_model_path, model_vocabulary_size
 from pipeline.errors import ManifestError
 from pipeline.overrides import apply_overrides, load_yaml
 from pipeline.trackers import check_report_to
 from data_recipes.accepted_samples import NAME as ACCEPTED_SAMPLES_RECIPE
 from stages.arguments import CurriculumArgs, DataBlock, OnPolicyArgs, ReliftArgs
 from stages.kinds import BUILTIN_KINDS, StageKind, load_attribute, stage_kind
+from stages.models import tiny_vocabulary
 
 
 # `data: {recipe: stage_output, stage: NAME}` reads the dataset an earlier stage wrote (prm_label's labels).
@@ -103,12 +104,27 @@ class RewardSpec(BaseModel):
         return dict(self.model_extra or {})
 
 
+ModelRef = str | TinyModelSpec | GGUFModelSpec
+"""A model a stage starts from or learns from: `base`, an earlier stage, a real model known by name, a path
+or hub id, `{gguf: FILE}`, or `{tiny: {...}}` (a model gradus builds). The models gradus makes (tiny, GGUF)
+are made once per run directory, as the base model is (pipeline/plan.py)."""
+
+
+def _tiny_shorthand(value: Any) -> Any:
+    """`{tiny: {...}}` means the built-in tiny model with those settings (`{tiny: null}`: its defaults)."""
+    if isinstance(value, dict) and set(value) == {"tiny"}:
+        return value["tiny"] or {}
+    return value
+
+
 class StageSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     kind: str
-    model: str = "base"
+    model: ModelRef = "base"
+    teacher: ModelRef | None = None
+    """The model a distillation stage learns from (a kind with `teacher="needed"`); any model reference."""
     data: DataBlock
     eval_data: DataBlock | None = None
     args: dict[str, Any] = {}
@@ -118,6 +134,11 @@ class StageSpec(BaseModel):
     curriculum: dict[str, Any] | None = None
     relift: dict[str, Any] | None = None
     launch: LaunchSpec = LaunchSpec()
+
+    @field_validator("model", "teacher", mode="before")
+    @classmethod
+    def _model_shorthands(cls, value: Any) -> Any:
+        return _tiny_shorthand(value)
 
     @field_validator("kind")
     @classmethod
@@ -166,11 +187,7 @@ class Manifest(BaseModel):
     def _shorthands(cls, value: Any) -> Any:
         """`base_model: tiny` and `base_model: {tiny: {...}}` both mean the built-in tiny model; a dict
         with `gguf` is a GGUF file (a known model's name is resolved to its file by `load_manifest`)."""
-        if value == "tiny":
-            return {}
-        if isinstance(value, dict) and set(value) == {"tiny"}:
-            return value["tiny"] or {}
-        return value
+        return {} if value == "tiny" else _tiny_shorthand(value)
 
     def stage(self, name: str) -> StageSpec:
         return next(stage for stage in self.stages if stage.name == name)
@@ -209,6 +226,7 @@ def load_manifest(path: str | Path, overrides: Sequence[str] = ()) -> Manifest:
         earlier[stage.name] = stage
     _check_decontamination_order(manifest)
     _check_generation_markers(manifest)
+    _check_teacher_vocabulary(manifest)
     return manifest
 
 
@@ -218,21 +236,12 @@ def _check_stage_graph(manifest: Manifest) -> None:
     for stage in manifest.stages:
         if stage.name in seen:
             raise ManifestError(f"stage {stage.name!r}: field 'name': duplicate stage name")
-        if stage.model != "base":
-            if stage.model not in all_names:
-                choices = ["base", *seen]
-                raise ManifestError(
-                    f"stage {stage.name!r}: field 'model': no stage named {stage.model!r}"
-                    f"{suggest(stage.model, choices)}; use 'base' or an earlier stage: {', '.join(choices)}"
-                )
-            if stage.model not in seen:
-                raise ManifestError(
-                    f"stage {stage.name!r}: field 'model': stage {stage.model!r} comes later; a stage can only start from an earlier one"
-                )
-            if not seen[stage.model].declared.produces_model:
-                raise ManifestError(
-                    f"stage {stage.name!r}: field 'model': stage {stage.model!r} is a {seen[stage.model].kind} stage and produces no model"
-                )
+        _check_model_reference(stage, "model", seen, all_names)
+        if stage.declared.teacher == "needed" and stage.teacher is None:
+            raise ManifestError(f"stage {stage.name!r}: field 'teacher': a {stage.kind} stage learns from a teacher; name one (an earlier stage, base, or any model)")
+        if stage.declared.teacher == "refused" and stage.teacher is not None:
+            raise ManifestError(f"stage {stage.name!r}: field 'teacher': only {_kinds_with_teacher()} stages learn from a teacher")
+        _check_model_reference(stage, "teacher", seen, all_names)
         if stage.on_policy is not None and not stage.declared.accepts("on_policy"):
             raise ManifestError(f"stage {stage.name!r}: field 'on_policy': only {_kinds_accepting('on_policy')} stages generate on-policy pairs")
         if stage.on_policy is not None and not stage.rewards:
@@ -242,23 +251,92 @@ def _check_stage_graph(manifest: Manifest) -> None:
         seen[stage.name] = stage
 
 
+def _check_model_reference(stage: StageSpec, field: str, earlier: dict[str, StageSpec], all_names: list[str]) -> None:
+    """A `model` or `teacher` that names a stage must name an earlier one that makes a model; a name that is
+    no stage and reads as no model (a path, hub id or known model, checked by `_check_paths`) is a typo."""
+    ref = getattr(stage, field)
+    if not isinstance(ref, str) or ref == "base":
+        return
+    if ref in earlier:
+        if not earlier[ref].declared.produces_model:
+            raise ManifestError(f"stage {stage.name!r}: field {field!r}: stage {ref!r} is a {earlier[ref].kind} stage and produces no model")
+        return
+    if ref in all_names:
+        raise ManifestError(f"stage {stage.name!r}: field {field!r}: stage {ref!r} comes later; a stage can only start from an earlier one")
+    if not _names_outside_model(ref):
+        choices = ["base", *earlier]
+        raise ManifestError(
+            f"stage {stage.name!r}: field {field!r}: no stage named {ref!r}{suggest(ref, choices)}; use 'base' or an earlier "
+            f"stage: {', '.join(choices)} (or a model: a path, an HF hub id, {{gguf: FILE}}, {{tiny: {{...}}}})"
+        )
+
+
+def _names_outside_model(ref: str) -> bool:
+    """Whether a model reference that names no stage reads as a model: a known model, a path, or an HF hub id."""
+    return ref in KNOWN_MODELS or ref.startswith((".", "/", "~")) or Path(ref).expanduser().exists() or bool(HUB_ID.match(ref))
+
+
+def _kinds_with_teacher() -> str:
+    return ", ".join(name for name, kind in BUILTIN_KINDS.items() if kind.teacher != "refused")
+
+
 def _check_generation_markers(manifest: Manifest) -> None:
     """TRL's `assistant_only_loss` (the field a kind names in `needs_generation_markers_with`) finds the assistant's
     tokens by the chat template's `{% generation %}` markers; a template without them (SmolLM2's, most real
-    models') fails at launch. Known at plan time from the base model, whose template every later stage keeps."""
-    wanting = [(stage, flag) for stage in manifest.stages
-               if (flag := stage.declared.needs_generation_markers_with) is not None and stage.args.get(flag)]
-    base = manifest.base_model
-    if not wanting or isinstance(base, TinyModelSpec):  # the tiny model's template has the markers
-        return
-    template = chat_template(base.gguf, gguf=True) if isinstance(base, GGUFModelSpec) else chat_template(base)
-    if template is not None and not GENERATION_MARKER.search(template):
-        stage, flag = wanting[0]
-        raise ManifestError(
-            f"stage {stage.name!r}: field 'args.{flag}': the base model's chat template has no "
-            "{% generation %} markers, so TRL cannot find the assistant's tokens; give the data as a chat prompt and "
-            "completion (e.g. format: conversational_prompt_completion), which trains on the completion alone"
-        )
+    models') fails at launch. Known at plan time from the model the stage's chain starts from, whose template
+    every later stage keeps."""
+    for stage in manifest.stages:
+        flag = stage.declared.needs_generation_markers_with
+        if flag is None or not stage.args.get(flag):
+            continue
+        root = _root_model(stage.model, manifest)
+        if isinstance(root, TinyModelSpec):  # the tiny model's template has the markers
+            continue
+        template = chat_template(root.gguf, gguf=True) if isinstance(root, GGUFModelSpec) else chat_template(root)
+        if template is not None and not GENERATION_MARKER.search(template):
+            whose = "the base model's chat template" if root is manifest.base_model else f"the chat template of {_model_label(root)}"
+            raise ManifestError(
+                f"stage {stage.name!r}: field 'args.{flag}': {whose} has no "
+                "{% generation %} markers, so TRL cannot find the assistant's tokens; give the data as a chat prompt and "
+                "completion (e.g. format: conversational_prompt_completion), which trains on the completion alone"
+            )
+
+
+def _check_teacher_vocabulary(manifest: Manifest) -> None:
+    """On-policy distillation compares the teacher's and the student's next-token distributions token for token,
+    so both must have one vocabulary; TRL finds a mismatch only once both models are loaded. Where a side's
+    size cannot be read without a download (a hub id not in the local cache) the launch is left to find it."""
+    for stage in (stage for stage in manifest.stages if stage.teacher is not None):
+        student = _vocabulary_size(_root_model(stage.model, manifest))
+        teacher = _vocabulary_size(_root_model(stage.teacher, manifest))
+        if student is not None and teacher is not None and student != teacher:
+            raise ManifestError(
+                f"stage {stage.name!r}: field 'teacher': its vocabulary has {teacher} tokens and the student's {student}; "
+                "on-policy distillation needs one vocabulary. Distil across tokenizers at the sequence level instead: sample "
+                "the teacher in a difficulty stage (model: <the teacher>) and train the student with sft on "
+                "{recipe: accepted_samples, stage: <that stage>}"
+            )
+
+
+def _vocabulary_size(ref: str | TinyModelSpec | GGUFModelSpec) -> int | None:
+    if isinstance(ref, TinyModelSpec):
+        return len(tiny_vocabulary(ref.arch))
+    return gguf_vocabulary_size(ref.gguf) if isinstance(ref, GGUFModelSpec) else model_vocabulary_size(ref)
+
+
+def _root_model(ref: ModelRef, manifest: Manifest) -> str | TinyModelSpec | GGUFModelSpec:
+    """The model `ref`'s chain starts from: stages followed back through their `model` to the base model or an
+    outside one (training keeps a model's tokenizer and chat template, so the root's are the stage's)."""
+    names = {stage.name for stage in manifest.stages}
+    while isinstance(ref, str) and ref in names:
+        ref = manifest.stage(ref).model
+    return manifest.base_model if ref == "base" else ref
+
+
+def _model_label(ref: ModelRef) -> str:
+    if isinstance(ref, GGUFModelSpec):
+        return str(ref.gguf)
+    return "the tiny model" if isinstance(ref, TinyModelSpec) else ref
 
 
 def _check_decontamination_order(manifest: Manifest) -> None:
@@ -425,22 +503,43 @@ def _check_paths(manifest: Manifest) -> None:
     existing = next(parent for parent in [run_dir, *run_dir.absolute().parents] if parent.exists())
     if not os.access(existing, os.W_OK):
         raise ManifestError(f"field 'run_dir': {existing} is not writable, so {run_dir} cannot be created there")
-    if isinstance(manifest.base_model, str):
-        _check_model_path(manifest.base_model, "field 'base_model'")
-    elif isinstance(manifest.base_model, GGUFModelSpec):
+    _check_outside_model(manifest.base_model, "", "base_model")
+    names = {stage.name for stage in manifest.stages}
+    for stage in manifest.stages:
+        for field in ("model", "teacher"):
+            ref = getattr(stage, field)
+            if ref is not None and not (isinstance(ref, str) and (ref == "base" or ref in names)):
+                _check_outside_model(ref, f"stage {stage.name!r}: ", field)
+
+
+def _check_outside_model(ref: ModelRef, where: str, field: str) -> None:
+    """A model named by path or hub id, or a GGUF file, is one that can be loaded (a tiny spec always can)."""
+    if isinstance(ref, str):
+        _check_model_path(ref, f"{where}field '{field}'")
+    elif isinstance(ref, GGUFModelSpec):
         try:
-            check_gguf(manifest.base_model.gguf)
+            check_gguf(ref.gguf)
         except BaseModelError as error:
-            raise ManifestError(f"field 'base_model.gguf': {error}") from None
+            raise ManifestError(f"{where}field '{field}.gguf': {error}") from None
 
 
 def _resolve_known_model(manifest: Manifest) -> None:
-    """A real model named by its short name (`smollm2-135m-instruct`) becomes its installed GGUF file."""
-    if isinstance(manifest.base_model, str) and manifest.base_model in KNOWN_MODELS:
+    """A real model named by its short name (`smollm2-135m-instruct`) becomes its installed GGUF file, as the
+    base model or as a stage's `model` or `teacher` (where no stage has that name)."""
+    names = {stage.name for stage in manifest.stages}
+
+    def resolved(ref: Any, where: str) -> Any:
+        if not isinstance(ref, str) or ref not in KNOWN_MODELS or ref in names:
+            return ref
         try:
-            manifest.base_model = GGUFModelSpec(gguf=known_model_path(manifest.base_model))
+            return GGUFModelSpec(gguf=known_model_path(ref))
         except BaseModelError as error:
-            raise ManifestError(f"field 'base_model': {error}") from None
+            raise ManifestError(f"{where}: {error}") from None
+
+    manifest.base_model = resolved(manifest.base_model, "field 'base_model'")
+    for stage in manifest.stages:
+        stage.model = resolved(stage.model, f"stage {stage.name!r}: field 'model'")
+        stage.teacher = resolved(stage.teacher, f"stage {stage.name!r}: field 'teacher'")
 
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

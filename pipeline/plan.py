@@ -18,7 +18,6 @@ import dataclasses
 import hashlib
 import inspect
 import json
-import os
 import shlex
 import shutil
 import sys
@@ -30,10 +29,12 @@ import data_recipes
 import launch
 from data_recipes.decontamination import decontamination_identity
 from rewards.registry import BUILTIN_REWARDS, resolve
-from pipeline.manifest import STAGE_OUTPUT_RECIPE, STAGE_READING_RECIPES, GGUFModelSpec, Manifest, StageSpec, TinyModelSpec
+from pipeline.base_models import cached_hub_revision
+from pipeline.manifest import STAGE_OUTPUT_RECIPE, STAGE_READING_RECIPES, GGUFModelSpec, Manifest, ModelRef, StageSpec, TinyModelSpec
 from stages.arguments import CurriculumArgs, DataBlock, ReliftArgs, StageFile
 
 BASE_MODEL_DIR = "base_model"
+MODELS_DIR = "models"  # the outside models a stage names that gradus makes (tiny specs, GGUF files), one directory each
 
 
 @dataclasses.dataclass
@@ -43,12 +44,15 @@ class PlannedStage:
     fingerprint: str
     stage_dir: Path
     model_path: str
-    upstream: str | None  # the stage whose model this one starts from (None: the base model)
+    upstream: str | None  # the stage whose model this one starts from (None: the base model, or an outside one)
     depends_on: list[str]  # every earlier stage whose output it reads (upstream included)
     resolved: StageFile  # the content of stage.yaml
     command: list[str]  # what the runner executes (for a multi-node stage: srun over the nodes)
     node_commands: list[list[str]]  # multi-node only: what each node runs, rank by rank
     env: dict[str, str]  # launch.env: set for the stage's processes, on top of the runner's environment
+    models_to_make: list[tuple[Path, dict[str, Any]]] = dataclasses.field(default_factory=list)
+    """Models the runner makes before launching the stage (base, tiny or GGUF): (directory, what `stages.models` makes)."""
+    model_label: str = "base"  # what the stage starts from, as `gradus plan` and the report show it
 
     @property
     def stage_file(self) -> Path:
@@ -72,6 +76,39 @@ class Plan:
 def fingerprint(payload: Any) -> str:
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+@dataclasses.dataclass(frozen=True)
+class ResolvedModel:
+    """A stage's `model` or `teacher` as the stage loads it and as its fingerprint sees it."""
+
+    path: str
+    identity: Any  # an earlier stage's fingerprint, or what the model is (`base_identity` without where a file lies)
+    stage: PlannedStage | None = None  # the earlier stage whose model it is
+    make: tuple[Path, dict[str, Any]] | None = None  # made by the runner first: (directory, what stages.models makes)
+    label: str = "base"
+
+
+def _resolve_model(ref: ModelRef, base: ResolvedModel, planned: dict[str, PlannedStage], run_dir: Path, seed: int) -> ResolvedModel:
+    """Where the model a stage names is, and what it is: the base model, an earlier stage's, or an outside one
+    (a path or hub id as it is; a tiny spec or GGUF file made once into `run_dir/models/<its identity>`)."""
+    if ref == "base":
+        return base
+    if isinstance(ref, str) and ref in planned:
+        return ResolvedModel(str(planned[ref].stage_dir / "model"), planned[ref].fingerprint, stage=planned[ref], label=ref)
+    if isinstance(ref, (TinyModelSpec, GGUFModelSpec)):
+        identity = base_identity(ref, seed)
+        content = _content_identity(identity)
+        directory = run_dir / MODELS_DIR / fingerprint(content)
+        label = f"gguf:{ref.gguf.name}" if isinstance(ref, GGUFModelSpec) else "tiny:" + fingerprint(content)[:8]
+        return ResolvedModel(str(directory), content, make=(directory, identity), label=label)
+    local = Path(ref).expanduser()
+    return ResolvedModel(str(local.resolve()) if local.exists() else ref, model_identity(ref), label=ref)
+
+
+def _content_identity(identity: dict[str, Any]) -> dict[str, Any]:
+    """A made model's identity without where its GGUF file lies: a moved file reruns nothing."""
+    return {key: value for key, value in identity.items() if key != "gguf"}
 
 
 WHOLE_FILE_DIGEST_LIMIT = 1 << 20  # model files up to 1 MiB (configs, tokenizers) are hashed; larger ones by size and mtime
@@ -101,9 +138,7 @@ def model_identity(model: str) -> dict[str, Any]:
             key = str(file.relative_to(path))
             files[key] = data_recipes.file_sha256(file) if stat.st_size <= WHOLE_FILE_DIGEST_LIMIT else [stat.st_size, stat.st_mtime_ns]
         return {"model": model, "files": files}
-    hub_cache = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface") / "hub")
-    ref = hub_cache / f"models--{model.replace('/', '--')}" / "refs" / "main"
-    return {"model": model, "revision": ref.read_text().strip() if ref.is_file() else None}
+    return {"model": model, "revision": cached_hub_revision(model)}
 
 
 def reward_identity(name: str) -> dict[str, Any]:
@@ -163,9 +198,9 @@ def _reward_block(reward: Any, planned: dict[str, "PlannedStage"]) -> dict[str, 
 
 
 def _dependencies(spec: StageSpec, planned: dict[str, "PlannedStage"]) -> list[str]:
-    """Every earlier stage whose output this one reads: its model, a stage_output dataset or scored samples,
-    a reward's model; and a replayed stage, whose data (and fingerprint) it reads."""
-    names = [spec.model] if spec.model != "base" else []
+    """Every earlier stage whose output this one reads: its model and teacher, a stage_output dataset or scored
+    samples, a reward's model; and a replayed stage, whose data (and fingerprint) it reads."""
+    names = [ref for ref in (spec.model, spec.teacher) if isinstance(ref, str) and ref in planned]
     names += [block.model_extra["stage"] for block in (spec.data, spec.eval_data) if block is not None and block.recipe in STAGE_READING_RECIPES]
     names += [spec.data.replay.stage] if spec.data.replay is not None else []
     names += [reward.options["model"] for reward in spec.rewards if reward.options.get("model") in planned]
@@ -187,10 +222,10 @@ def make_plan(manifest: Manifest) -> Plan:
     base_model = manifest.base_model
     identity = base_identity(base_model, manifest.seed)
     if isinstance(base_model, (TinyModelSpec, GGUFModelSpec)):
-        base_path = str(run_dir / BASE_MODEL_DIR)
+        base = ResolvedModel(str(run_dir / BASE_MODEL_DIR), _content_identity(identity), make=(run_dir / BASE_MODEL_DIR, identity))
     else:
         local = Path(base_model).expanduser()
-        base_path = str(local.resolve()) if local.exists() else base_model
+        base = ResolvedModel(str(local.resolve()) if local.exists() else base_model, identity)
 
     # Each distinct eval set once, in a fixed order: a second eval stage on the same data (best-of-n next
     # to greedy, say) or reordered eval stages change nothing a training stage removes, so rerun nothing.
@@ -202,8 +237,9 @@ def make_plan(manifest: Manifest) -> Plan:
     eval_data = [spec.data for spec in manifest.stages if spec.declared.evaluates]
     for spec in manifest.stages:
         dependencies = _dependencies(spec, planned)
-        upstream = None if spec.model == "base" else planned[spec.model]
-        model_path = base_path if upstream is None else str(upstream.stage_dir / "model")
+        model = _resolve_model(spec.model, base, planned, run_dir, manifest.seed)
+        teacher = _resolve_model(spec.teacher, base, planned, run_dir, manifest.seed) if spec.teacher is not None else None
+        model_path = model.path
         stage_dir = run_dir / spec.name
         resolved = StageFile(
             name=spec.name,
@@ -212,6 +248,7 @@ def make_plan(manifest: Manifest) -> Plan:
             seed=manifest.seed,
             stage_dir=stage_dir,
             model_path=model_path,
+            teacher_path=teacher.path if teacher else None,
             data={**_data_block(spec.data, run_dir), **_replay_block(spec.data, planned)},
             eval_data=_data_block(spec.eval_data, run_dir),
             args=_jsonable(spec.args),
@@ -226,7 +263,7 @@ def make_plan(manifest: Manifest) -> Plan:
         what_determines_output = {
             # What the manifest says of the stage (paths gradus derives are left out, so a moved run_dir
             # keeps its fingerprints; unset blocks too, so a gradus upgrade adding one reruns nothing)...
-            "spec": {key: value for key, value in spec.model_dump(mode="json", exclude={"name", "model", "launch"}).items() if value is not None},
+            "spec": {key: value for key, value in spec.model_dump(mode="json", exclude={"name", "model", "teacher", "launch"}).items() if value is not None},
             "seed": manifest.seed,
             # What the overlap check reads of each eval set (its problems, not their rendering); the refusal
             # threshold changes no output. A stage_output set's producer is earlier (load_manifest checks).
@@ -236,11 +273,13 @@ def make_plan(manifest: Manifest) -> Plan:
             # ...plus what its inputs are.
             "data": _data_identity(spec.data, planned),
             "eval_data": _data_identity(spec.eval_data, planned),
-            # A GGUF file by its content, not where it lies.
-            "upstream": upstream.fingerprint if upstream else {key: value for key, value in identity.items() if key != "gguf"},
+            # The model it starts from: an earlier stage by its fingerprint, a GGUF file by its content, not where it lies.
+            "upstream": model.identity,
             "reward_code": [reward_identity(reward.name) for reward in spec.rewards],
             "dependencies": {name: planned[name].fingerprint for name in dependencies},
         }
+        if teacher is not None:  # only when there is one: the fingerprints of stages without stay what they were
+            what_determines_output["teacher"] = teacher.identity
         resolved.fingerprint = fingerprint(what_determines_output)
         planned[spec.name] = PlannedStage(
             name=spec.name,
@@ -248,13 +287,15 @@ def make_plan(manifest: Manifest) -> Plan:
             fingerprint=resolved.fingerprint,
             stage_dir=stage_dir,
             model_path=model_path,
-            upstream=upstream.name if upstream else None,
+            upstream=model.stage.name if model.stage else None,
             depends_on=dependencies,
             resolved=resolved,
             command=srun_command(spec, stage_dir / "stage.yaml") if (spec.launch.num_machines or 1) > 1
             else launch_command(spec, stage_dir / "stage.yaml"),
             node_commands=node_commands(spec, stage_dir / "stage.yaml") if (spec.launch.num_machines or 1) > 1 else [],
             env=dict(spec.launch.env),
+            models_to_make=[made.make for made in (model, teacher) if made is not None and made.make is not None],
+            model_label=model.label,
         )
     return Plan(run_dir=run_dir, base_model=base_model, base_identity=identity, seed=manifest.seed, stages=list(planned.values()))
 

@@ -39,7 +39,7 @@ def finished_evals(plan: Plan, ledger: Ledger) -> list[tuple[PlannedStage, dict[
 
 def eval_row(stage: PlannedStage, cells: list[str]) -> str:
     """A markdown row naming the eval stage, the model it scored and its eval set, then `cells`."""
-    return f"| {stage.name} | {stage.upstream or 'base'} | {eval_set_label(stage.resolved.data)} | " + " | ".join(cells) + " |"
+    return f"| {stage.name} | {stage.model_label} | {eval_set_label(stage.resolved.data)} | " + " | ".join(cells) + " |"
 
 
 def forgetting_table(plan: Plan, ledger: Ledger) -> tuple[list[str], list[str], dict[tuple[str, str], float]]:
@@ -51,7 +51,7 @@ def forgetting_table(plan: Plan, ledger: Ledger) -> tuple[list[str], list[str], 
     sets: list[str] = []
     cells: dict[tuple[str, str], float] = {}
     for stage, metrics in finished_evals(plan, ledger):
-        model, label = stage.upstream or "base", eval_set_label(stage.resolved.data)
+        model, label = stage.model_label, eval_set_label(stage.resolved.data)
         models += [model] if model not in models else []
         sets += [label] if label not in sets else []
         if metrics.get("samples_per_item", 1) == 1 or (model, label) not in cells:

@@ -110,8 +110,8 @@ def run(plan: Plan, from_stage: str | None = None, only: str | None = None, say=
             if action == "fresh":
                 _set_aside(stage)
             say(f"[gradus] {stage.name}: {'resuming' if action == 'resume' else 'starting'} ({stage.kind}, fingerprint {stage.fingerprint})")
-            if stage.upstream is None and plan.base_model_dir is not None:
-                _make_base_model(plan, say)
+            for directory, identity in stage.models_to_make:
+                _make_model(directory, identity, say)
             exit_code = _run_stage(stage, ledger, say)
             if exit_code != 0:
                 write_report(plan, ledger)
@@ -190,17 +190,18 @@ def _restore(stage: PlannedStage, ledger: Ledger) -> None:
     )
 
 
-def _make_base_model(plan: Plan, say) -> None:
-    """Make the base model directory (the tiny model, or a GGUF file converted) once per run directory and
-    identity, in a subprocess: the CLI imports no torch. `stages.models` writes it atomically, with the
-    identity inside, so a directory that is there and matches is complete."""
-    target = plan.base_model_dir
+def _make_model(target: Path, identity: dict, say) -> None:
+    """Make a model the plan says gradus makes (the base model or an outside one a stage names: a tiny model, a
+    GGUF file converted) once per run directory and identity, in a subprocess: the CLI imports no torch.
+    `stages.models` writes it atomically, with the identity inside, so a directory that is there and matches
+    is complete."""
     made = target / BASE_MODEL_IDENTITY_FILE
-    if made.is_file() and json.loads(made.read_text()) == plan.base_identity:
+    if made.is_file() and json.loads(made.read_text()) == identity:
         return
-    if "gguf" in plan.base_identity:
-        say(f"[gradus] base model: converting {plan.base_identity['gguf']} into {target} (once per run directory)")
-    subprocess.run([sys.executable, "-m", "stages.models", json.dumps(plan.base_identity), str(target)], check=True)
+    if "gguf" in identity:
+        say(f"[gradus] converting {identity['gguf']} into {target} (once per run directory)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "stages.models", json.dumps(identity), str(target)], check=True)
 
 
 def _run_stage(stage: PlannedStage, ledger: Ledger, say) -> int:

@@ -452,6 +452,8 @@ class StageFile(BaseModel):
     seed: int
     stage_dir: Path
     model_path: str
+    teacher_path: str | None = None
+    """A distillation stage's teacher, as a path or hub id the trainer loads."""
     data: DataBlock
     eval_data: DataBlock | None = None
     args: dict[str, Any] = {}

@@ -56,6 +56,8 @@ class StageKind:
     """Whether the stage must list rewards, may, or may only with an `on_policy` block (which ranks by them)."""
     blocks: frozenset[str] = frozenset()
     """Which of BLOCKS the kind accepts."""
+    teacher: Literal["needed", "refused"] = "refused"
+    """Whether the stage names a `teacher:` model it learns from (any model reference, like `model:`)."""
     rendered_together: tuple[str, ...] = ()
     """Columns its trainer takes all as chat messages or all as text (a mix fails TRL at launch)."""
     evaluates: bool = False
@@ -100,7 +102,10 @@ PRM = StageKind(module="stages.prm", config="stages.prm:PRMConfig", produces_mod
 DIFFICULTY = StageKind(module="stages.difficulty", config="stages.arguments:DifficultyArgs", produces_model=False,
                        rewards="needed", scored_samples=True,
                        output_columns=("prompt", "answer", "level", "pass_rate", "scores", "samples"))  # the pool's own columns pass through too
-BUILTIN_KINDS: dict[str, StageKind] = {"sft": SFT, "eval": EVAL, "grpo": GRPO, "dpo": DPO, "prm_label": PRM_LABEL, "prm": PRM, "difficulty": DIFFICULTY}
+DISTILL = StageKind(module="stages.distill", config="trl:DistillationConfig", produces_model=True, trainer=True,
+                    teacher="needed", blocks=frozenset({"curriculum"}))
+BUILTIN_KINDS: dict[str, StageKind] = {"sft": SFT, "eval": EVAL, "grpo": GRPO, "dpo": DPO, "prm_label": PRM_LABEL, "prm": PRM,
+                                       "difficulty": DIFFICULTY, "distill": DISTILL}
 """The built-in kinds by name; pyproject.toml declares each as an entry point too (tests/stages/test_kinds.py)."""
 
 

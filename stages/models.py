@@ -39,20 +39,26 @@ CHAT_TEMPLATE = (
 )
 
 
+def tiny_vocabulary(arch: str) -> list[str]:
+    """The tiny tokenizer's tokens in id order (torch-free: the plan compares vocabularies with it)."""
+    if arch == "qwen2":
+        from tokenizers import pre_tokenizers
+
+        return SPECIAL_TOKENS + sorted(pre_tokenizers.ByteLevel.alphabet())
+    return SPECIAL_TOKENS + sorted(set(string.printable) - set("\x0b\x0c\r"))
+
+
 def build_tokenizer(arch: str) -> Any:
     """A tokenizer whose decode(encode(text)) == text for any printable ASCII, spaces and newlines."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
+    vocab = {token: index for index, token in enumerate(tiny_vocabulary(arch))}
     if arch == "qwen2":
-        byte_vocab = pre_tokenizers.ByteLevel.alphabet()
-        vocab = {token: index for index, token in enumerate(SPECIAL_TOKENS + sorted(byte_vocab))}
         backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=UNK))
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
         backend.decoder = decoders.ByteLevel()
     else:
-        characters = sorted(set(string.printable) - set("\x0b\x0c\r"))
-        vocab = {token: index for index, token in enumerate(SPECIAL_TOKENS + characters)}
         backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
         backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
         backend.decoder = decoders.Fuse()

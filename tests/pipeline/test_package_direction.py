@@ -11,13 +11,14 @@ REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("pipeline", "stages", "rewards", "data_recipes", "launch")
 
 # What each package may import of the others. pipeline reaches stages only through their contract, the
-# stage file schema and the kind table; a stage runs in its own process and never imports the pipeline that launched it.
+# stage file schema, the kind table and the models gradus makes (stages.models, torch-free until it makes
+# one: the plan compares the tiny tokenizer's vocabulary with a teacher's); a stage runs in its own process and never imports the pipeline that launched it.
 MAY_IMPORT = {
     "launch": set(),
     "data_recipes": set(),
     "rewards": {"data_recipes"},
     "stages": {"data_recipes", "rewards", "launch"},
-    "pipeline": {"data_recipes", "rewards", "launch", "stages.arguments", "stages.kinds"},
+    "pipeline": {"data_recipes", "rewards", "launch", "stages.arguments", "stages.kinds", "stages.models"},
 }
 
 
