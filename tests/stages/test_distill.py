@@ -1,0 +1,129 @@
+"""The `distill` stage for real: a student smaller than its teacher moves toward it, a SIGKILLed stage resumes to
+the uninterrupted run's weights, and what can be known before launch is refused at plan time.
+
+The teacher is a tiny model SFT'd in the same run; the student a smaller tiny model (`model: {tiny: ...}`, an
+outside model the runner makes under run_dir/models) SFT'd a few steps, so both share the character
+vocabulary and the student has something left to learn from the teacher.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import data_recipes
+
+from pipeline.errors import ManifestError
+from pipeline.manifest import load_manifest
+from tests.conftest import TINY_MODEL, gradus, sigkill_runner_when, write_manifest
+
+STUDENT = {"tiny": {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2}}
+TRAIN = {"recipe": "synthetic_arithmetic", "levels": [1, 2], "num_examples": 2000}
+HELD_OUT = {"recipe": "synthetic_arithmetic", "split": "test", "levels": [1, 2], "per_level": 16}
+COMMON = {"gradient_checkpointing": False, "report_to": "none", "logging_steps": 2}
+DISTILL_STEPS = 24
+
+
+def sft(name: str, model: Any, steps: int) -> dict[str, Any]:
+    return {"name": name, "kind": "sft", "model": model, "data": TRAIN,
+            "args": {**COMMON, "max_steps": steps, "per_device_train_batch_size": 16, "learning_rate": 3e-3, "max_length": 64, "save_steps": steps}}
+
+
+def distill(teacher: Any = "teacher", **args: Any) -> dict[str, Any]:
+    return {"name": "distill", "kind": "distill", "model": "student", "teacher": teacher,
+            "data": {**TRAIN, "num_examples": 400, "seed": 3}, "rewards": [{"name": "math_accuracy"}],
+            "args": {**COMMON, "max_steps": DISTILL_STEPS, "per_device_train_batch_size": 16, "learning_rate": 3e-3,
+                     "lr_scheduler_type": "constant", "max_completion_length": 32, "save_steps": 8, **args}}
+
+
+def manifest(tmp_path: Path) -> Path:
+    stages = [sft("teacher", "base", 80), sft("student", STUDENT, 10), distill()]
+    return write_manifest(tmp_path / "m.yaml", {"run_dir": str(tmp_path / "run"), "base_model": TINY_MODEL,
+                                                 "decontamination": {"enabled": False}, "stages": stages})
+
+
+def token_kl(student_dir: Path, teacher_dir: Path, texts: list[str]) -> float:
+    """Mean per-token KL(teacher || student) of the next-token distributions over `texts`."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(teacher_dir))
+    batch = tokenizer(texts, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        logits = [AutoModelForCausalLM.from_pretrained(str(path)).eval()(**batch).logits.log_softmax(-1) for path in (teacher_dir, student_dir)]
+    per_token = (logits[0].exp() * (logits[0] - logits[1])).sum(-1)
+    return float((per_token * batch["attention_mask"]).sum() / batch["attention_mask"].sum())
+
+
+@pytest.mark.slow
+@pytest.mark.ci
+def test_a_distilled_student_moves_toward_its_teacher_and_a_killed_stage_resumes_to_the_same_weights(tmp_path):
+    from safetensors.numpy import load_file
+
+    path = manifest(tmp_path)
+    planned = gradus("plan", str(path))
+    assert planned.returncode == 0, planned.stdout[-2000:] + planned.stderr[-2000:]
+    assert "-m stages.distill" in planned.stdout
+
+    run_dir = tmp_path / "run"
+    stage_dir = run_dir / "distill"
+    sigkill_runner_when(path, stage_dir / "checkpoints" / "checkpoint-16" / "trainer_state.json")
+    assert not (stage_dir / "done.json").exists(), "the stage finished before the kill; the test proves nothing"
+    resumed = gradus("run", str(path))
+    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    assert f"resuming from checkpoint {stage_dir / 'checkpoints' / 'checkpoint-16'}" in resumed.stdout
+
+    metrics = json.loads((stage_dir / "metrics.json").read_text())
+    assert metrics["global_step"] == DISTILL_STEPS
+    assert metrics["final_reward"] is not None and metrics["final_completions/mean_length"] is not None  # on-policy, logged per step
+    assert metrics["final_loss"] < metrics["first_loss"]
+
+    # The student is closer to its teacher, measured on held-out worked solutions.
+    held_out = data_recipes.load("synthetic_arithmetic", {key: value for key, value in HELD_OUT.items() if key != "recipe"})
+    texts = [row["prompt"] + row["completion"] for row in held_out][:16]
+    teacher_dir, student_start = run_dir / "teacher" / "model", run_dir / "student" / "model"
+    assert token_kl(stage_dir / "model", teacher_dir, texts) < 0.8 * token_kl(student_start, teacher_dir, texts)
+
+    # An uninterrupted run of the same chain ends with the same weights, tensor for tensor.
+    again = tmp_path / "again"
+    again.mkdir()
+    uninterrupted = gradus("run", str(manifest(again)))
+    assert uninterrupted.returncode == 0, uninterrupted.stdout[-3000:]
+    resumed_weights = load_file(stage_dir / "model" / "model.safetensors")
+    straight_weights = load_file(again / "run" / "distill" / "model" / "model.safetensors")
+    assert resumed_weights.keys() == straight_weights.keys()
+    for name, tensor in straight_weights.items():
+        np.testing.assert_allclose(resumed_weights[name], tensor, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_a_teacher_with_another_vocabulary_is_refused_at_plan_time_pointing_to_sequence_level_distillation(tmp_path):
+    path = manifest(tmp_path)
+    text = path.read_text().replace("teacher: teacher", "teacher: {tiny: {arch: qwen2, hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2}}")
+    path.write_text(text)
+    with pytest.raises(ManifestError) as refused:
+        load_manifest(path)
+    message = str(refused.value)
+    assert message.startswith("stage 'distill': field 'teacher': its vocabulary has 261 tokens and the student's 102")
+    assert "accepted_samples" in message and "\n" not in message
+
+
+def test_the_teacher_field_is_needed_by_distill_and_refused_elsewhere(tmp_path):
+    path = manifest(tmp_path)
+    path.write_text(path.read_text().replace("  teacher: teacher\n", ""))
+    with pytest.raises(ManifestError, match="stage 'distill': field 'teacher': a distill stage learns from a teacher"):
+        load_manifest(path)
+    path = manifest(tmp_path)
+    path.write_text(path.read_text().replace("- name: student\n  kind: sft\n", "- name: student\n  kind: sft\n  teacher: teacher\n"))
+    with pytest.raises(ManifestError, match="stage 'student': field 'teacher': only distill stages learn from a teacher"):
+        load_manifest(path)
+
+
+def test_a_teacher_named_like_no_stage_and_no_model_gets_the_stage_list(tmp_path):
+    path = manifest(tmp_path)
+    path.write_text(path.read_text().replace("teacher: teacher", "teacher: teachr"))
+    with pytest.raises(ManifestError, match=r"stage 'distill': field 'teacher': no stage named 'teachr' \(did you mean 'teacher'\?\)"):
+        load_manifest(path)
