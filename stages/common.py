@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import launch
+from launch.atomic import write_atomically
 from stages.arguments import DataBlock, StageFile
 
 log = logging.getLogger("gradus")
@@ -417,9 +418,7 @@ def finish(stage: StageFile, metrics: dict[str, Any]) -> None:
 
 
 def write_json(path: Path, payload: Any) -> None:
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    os.replace(temporary, path)
+    write_atomically(path, json.dumps(payload, indent=2, default=str) + "\n")
 
 
 # -- sampling stages done in shards (prm_label, difficulty): resumable by shard, split over processes --
@@ -445,9 +444,7 @@ def write_shard(stage: StageFile, shard: int, payload: dict[str, Any]) -> None:
     """Write a finished shard, stamped with the stage's fingerprint, atomically: a kill leaves it whole or absent."""
     path = shard_path(stage, shard)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps({"fingerprint": stage.fingerprint, "shard": shard, **payload}))
-    os.replace(temporary, path)
+    write_atomically(path, json.dumps({"fingerprint": stage.fingerprint, "shard": shard, **payload}))
 
 
 def unfinished_shards(stage: StageFile, num_shards: int, state: Any) -> tuple[list[int], int]:
