@@ -47,9 +47,6 @@ PRESENTATION_OPTIONS: dict[str, frozenset[str]] = {
     synthetic.RECIPE.name: frozenset({"format"}),  # the same "Q: ...\nA:" text, as a prompt or a user message
 }
 
-# The recipe of a dataset an earlier stage wrote: what the check reads of it is its producer's output.
-STAGE_OUTPUT_RECIPE = "stage_output"
-
 Key = tuple[str, ...]
 
 
@@ -118,11 +115,12 @@ def decontamination_identity(recipe: str, options: dict[str, Any], fingerprints:
     A recipe's presentation options (template, system prompt, chat rendering) are left out where the
     problem text does not depend on them, so editing them reruns no training stage. A mixture keeps its
     components' options unless every component has a `problem` column (otherwise its prompts are read).
-    A `stage_output` set is its producer's fingerprint (from `fingerprints`, the earlier stages' by name):
-    the dataset changes exactly when the producer reruns.
+    A set read from an earlier stage's output (`stage_output`, `accepted_samples`) is its producer's
+    fingerprint (from `fingerprints`, the earlier stages' by name): the set changes exactly when the producer reruns.
     """
-    if recipe == STAGE_OUTPUT_RECIPE:
-        return {"stage": options["stage"], "fingerprint": fingerprints[options["stage"]]}
+    reading = data_recipes.stage_input(recipe)
+    if reading is not None:
+        return reading.identity(options["stage"], fingerprints[options["stage"]])
     return data_recipes.identity(recipe, _without_presentation(recipe, options))
 
 
