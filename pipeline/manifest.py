@@ -31,7 +31,7 @@ from pipeline.base_models import GENERATION_MARKER, KNOWN_MODELS, BaseModelError
 from pipeline.errors import ManifestError
 from pipeline.overrides import apply_overrides, load_yaml
 from pipeline.trackers import check_report_to
-from stages.arguments import CurriculumArgs, DataBlock, OnPolicyArgs, ReliftArgs
+from stages.arguments import RENAMED_CURRICULUM_OPTIONS, CurriculumArgs, DataBlock, OnPolicyArgs, ReliftArgs
 from stages.kinds import BUILTIN_KINDS, StageKind, load_attribute, stage_kind
 
 
@@ -487,6 +487,8 @@ def _check_curriculum(stage: StageSpec, columns: set[str]) -> None:
     if not stage.declared.accepts("curriculum"):
         raise ManifestError(f"{where}': {stage.kind} stages take no curriculum (only {_kinds_accepting('curriculum')})")
     curriculum = _validated_block(CurriculumArgs, stage.curriculum, where)
+    # Under the current names from here on, so the stage's fingerprint is the same whichever name the manifest used.
+    stage.curriculum = {RENAMED_CURRICULUM_OPTIONS.get(key, key): value for key, value in stage.curriculum.items()}
     reward_names = [reward.name for reward in stage.rewards]
     if curriculum.signal_reward is not None and curriculum.signal_reward not in reward_names:
         raise ManifestError(
@@ -527,9 +529,9 @@ def _validated_block(schema: type[BlockModel], raw: dict[str, Any], where: str) 
         return schema.model_validate(raw)
     except ValidationError as error:
         first = error.errors()[0]
-        key = ".".join(str(part) for part in first["loc"])
+        key = "".join(f".{part}" for part in first["loc"])  # none for a problem of the whole block
         hint = suggest(str(first["loc"][-1]), schema.model_fields) if first["type"] == "extra_forbidden" else ""
-        raise ManifestError(f"{where}.{key}': {first['msg'].removeprefix('Value error, ')}{hint}") from None
+        raise ManifestError(f"{where}{key}': {first['msg'].removeprefix('Value error, ')}{hint}") from None
 
 
 def _kinds_accepting(block: str) -> str:
