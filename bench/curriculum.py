@@ -69,6 +69,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from launch.atomic import write_atomically
+
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "examples" / "quickstart.yaml"
 STEPS, EVAL_EVERY = 150, 25
@@ -128,9 +130,7 @@ def key_of(payload: Any) -> str:
 
 def write_json(path: Path, payload: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(payload, indent=1) + "\n")
-    os.replace(temporary, path)
+    write_atomically(path, json.dumps(payload, indent=1) + "\n")
 
 
 def gradus_run(manifest: dict[str, Any], path: Path) -> float:

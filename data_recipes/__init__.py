@@ -7,7 +7,11 @@ A recipe has three faces, because the pipeline needs two of them before anything
   fingerprint, so editing a data file reruns the stages that read it;
 - `load(options)`: the dataset itself, built in the stage process;
 - optionally `chat_columns(options)`: which of its columns hold chat messages rather than text, so the plan
-  can refuse a format a trainer cannot take (TRL needs a chat prompt with a chat completion).
+  can refuse a format a trainer cannot take (TRL needs a chat prompt with a chat completion);
+- optionally `reads_stage` (a `StageInput`): the recipe reads what an earlier stage wrote (`stage_output`,
+  `accepted_samples`). The manifest names that stage (option `stage`); the pipeline checks that its kind
+  writes what is read, points the option `path` into its directory, makes the stage depend on it, and
+  takes the producer's fingerprint for the data's identity, all from this declaration.
 
 The options of each recipe are a pydantic model, so a typo in `data:` is an error naming the key.
 """
@@ -32,6 +36,29 @@ class RecipeError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
+class StageInput:
+    """How a recipe that reads an earlier stage's output is planned (the `reads_stage` of its `Recipe`)."""
+
+    writes: str
+    """The field of the producer's `stages.kinds.StageKind` that says its kind writes what the recipe reads."""
+    what: str
+    """What it reads, as an error names it ("stages with <what>: ...")."""
+    subdirectory: str = ""
+    """Where in the producer's stage directory the recipe's `path` points ("": the directory itself)."""
+    check_options: Callable[[dict[str, Any]], None] | None = None
+    """Refuses the manifest's options before the producer is looked up (so a missing `stage` is named as
+    such), raising RecipeError; None: the options model checks them."""
+    columns_from_producer: bool = False
+    """Its columns are what the producer's kind declares it writes (`StageKind.output_columns`), known
+    before the producer has run; False: the recipe's own `columns`."""
+
+    @staticmethod
+    def identity(producer: str, fingerprint: str) -> dict[str, Any]:
+        """What the data is: the producer's output, which changes exactly when the producer reruns."""
+        return {"stage": producer, "fingerprint": fingerprint}
+
+
+@dataclasses.dataclass(frozen=True)
 class Recipe:
     name: str
     options_model: type[BaseModel]
@@ -39,6 +66,7 @@ class Recipe:
     identity: Callable[[Any], dict[str, Any]]
     load: Callable[[Any], "datasets.Dataset"]
     chat_columns: Callable[[Any], set[str]] | None = None  # None: not known before loading
+    reads_stage: StageInput | None = None
 
 
 class JsonlOptions(BaseModel):
@@ -148,9 +176,12 @@ def _mixture_load(options: MixtureOptions) -> "datasets.Dataset":
     return datasets.concatenate_datasets(parts).shuffle(seed=options.seed)
 
 
+STAGE_OUTPUT = "stage_output"
+
+
 class StageOutputOptions(BaseModel):
-    """The dataset an earlier stage wrote (e.g. prm_label's step labels). The manifest names the
-    stage; the planner adds the path and checks the columns from the producing kind."""
+    """`data: {recipe: stage_output, stage: NAME}`: the dataset an earlier stage wrote (e.g. prm_label's step
+    labels). The manifest names the stage; the planner adds the path and checks the columns from the producing kind."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -163,6 +194,11 @@ def _stage_output_columns(options: StageOutputOptions) -> list[str]:
     if not info.is_file():
         raise RecipeError(f"stage {options.stage!r} has not written its dataset yet ({options.path})")
     return sorted(json.loads(info.read_text())["features"])
+
+
+def _stage_output_only_stage(options: dict[str, Any]) -> None:
+    if set(options) != {"stage"}:
+        raise RecipeError(f"recipe {STAGE_OUTPUT!r} takes one option, stage (the name of an earlier stage)")
 
 
 def _stage_output_identity(options: StageOutputOptions) -> dict[str, Any]:
@@ -198,7 +234,8 @@ def _registry() -> dict[str, Recipe]:
         *prm_formats.RECIPES,
         Recipe("jsonl", JsonlOptions, _jsonl_columns, _jsonl_identity, _jsonl_load, _jsonl_chat_columns),
         Recipe("mixture", MixtureOptions, _mixture_columns, _mixture_identity, _mixture_load),
-        Recipe("stage_output", StageOutputOptions, _stage_output_columns, _stage_output_identity, _stage_output_load),
+        Recipe(STAGE_OUTPUT, StageOutputOptions, _stage_output_columns, _stage_output_identity, _stage_output_load,
+               reads_stage=StageInput("output_columns", "a dataset", "dataset", _stage_output_only_stage, columns_from_producer=True)),
     ]
     return {recipe.name: recipe for recipe in recipes}
 
@@ -217,6 +254,13 @@ def _parse(name: str, options: dict[str, Any]) -> tuple[Recipe, BaseModel]:
             return_hint = suggest(str(first["loc"][-1]), recipe.options_model.model_fields)
             raise RecipeError(f"recipe {name!r} has no option {key!r}{return_hint}") from None
         raise RecipeError(f"recipe {name!r} option {key!r}: {first['msg']} (got {first.get('input')!r})") from None
+
+
+def stage_input(name: str) -> StageInput | None:
+    """How recipe `name` reads an earlier stage's output, or None when it reads none (or is unknown: `columns`
+    names an unknown recipe)."""
+    recipe = _registry().get(name)
+    return recipe.reads_stage if recipe is not None else None
 
 
 def columns(name: str, options: dict[str, Any]) -> list[str]:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from data_recipes import Recipe, RecipeError
+from data_recipes import Recipe, RecipeError, StageInput
 
 if TYPE_CHECKING:
     import datasets
@@ -96,4 +96,5 @@ def _load(options: AcceptedSamplesOptions) -> "datasets.Dataset":
     return datasets.Dataset.from_list(rows)
 
 
-RECIPE = Recipe(NAME, AcceptedSamplesOptions, _columns, _identity, _load)
+RECIPE = Recipe(NAME, AcceptedSamplesOptions, _columns, _identity, _load,
+                reads_stage=StageInput("scored_samples", "scored samples (difficulty and eval stages write them)"))

@@ -26,8 +26,9 @@ test split) and near-verbatim rewordings, not paraphrases.
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import data_recipes
@@ -45,9 +46,6 @@ PRESENTATION_OPTIONS: dict[str, frozenset[str]] = {
     **{recipe.name: frozenset({"template"}) for recipe in prm_formats.RECIPES},
     synthetic.RECIPE.name: frozenset({"format"}),  # the same "Q: ...\nA:" text, as a prompt or a user message
 }
-
-# The recipe of a dataset an earlier stage wrote: what the check reads of it is its producer's output.
-STAGE_OUTPUT_RECIPE = "stage_output"
 
 Key = tuple[str, ...]
 
@@ -117,11 +115,12 @@ def decontamination_identity(recipe: str, options: dict[str, Any], fingerprints:
     A recipe's presentation options (template, system prompt, chat rendering) are left out where the
     problem text does not depend on them, so editing them reruns no training stage. A mixture keeps its
     components' options unless every component has a `problem` column (otherwise its prompts are read).
-    A `stage_output` set is its producer's fingerprint (from `fingerprints`, the earlier stages' by name):
-    the dataset changes exactly when the producer reruns.
+    A set read from an earlier stage's output (`stage_output`, `accepted_samples`) is its producer's
+    fingerprint (from `fingerprints`, the earlier stages' by name): the set changes exactly when the producer reruns.
     """
-    if recipe == STAGE_OUTPUT_RECIPE:
-        return {"stage": options["stage"], "fingerprint": fingerprints[options["stage"]]}
+    reading = data_recipes.stage_input(recipe)
+    if reading is not None:
+        return reading.identity(options["stage"], fingerprints[options["stage"]])
     return data_recipes.identity(recipe, _without_presentation(recipe, options))
 
 
@@ -139,3 +138,55 @@ def _without_presentation(recipe: str, options: dict[str, Any]) -> dict[str, Any
 def _options_of(component: dict[str, Any]) -> dict[str, Any]:
     """A mixture component's recipe options and weight (everything but its recipe name)."""
     return {key: value for key, value in component.items() if key != "recipe"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Overlap:
+    """What the check found in a training set: the overlapping rows, the report a stage writes
+    (`decontamination.json`), and whether removing them was refused (more than `max_removed_fraction`
+    of the rows: so large an overlap means the check compared the wrong text, or the eval sets are the
+    training data, and training on what is left would hide that)."""
+
+    rows: list[int]
+    report: dict[str, Any]
+    refused: bool
+    max_removed_fraction: float
+
+    def refusal(self, report_path: Any) -> str:
+        """Why the stage stops, naming the counts and where the examples are."""
+        train_rows = self.report["train_rows"]
+        share = len(self.rows) / train_rows if train_rows else 0.0
+        return (
+            f"decontamination would remove {len(self.rows)} of {train_rows} training rows ({share:.1%}), more than "
+            f"decontamination.max_removed_fraction {self.max_removed_fraction} (examples in {report_path}); if the overlap is real, "
+            "raise max_removed_fraction in the manifest's decontamination block, or set remove: false to keep the rows"
+        )
+
+    def kept(self, dataset: "datasets.Dataset") -> "datasets.Dataset":
+        """The training set without the overlapping rows when they are removed; unchanged otherwise."""
+        if not (self.rows and self.report["removed"]):
+            return dataset
+        dropped = set(self.rows)
+        return dataset.select([index for index in range(len(dataset)) if index not in dropped])
+
+
+def find_overlap(dataset: "datasets.Dataset", eval_sets: Iterable["datasets.Dataset"], ngram: int, remove: bool,
+                 max_removed_fraction: float) -> Overlap:
+    """The training problems of `dataset` that share an n-gram with any problem of `eval_sets` (read one at a
+    time, so only their keys are held), compared as the module docstring says."""
+    train_texts, train_read_from = problem_texts(dataset)
+    eval_keys: list[set[Key]] = []
+    eval_read_from: list[str] = []
+    for eval_set in eval_sets:
+        texts, read_from = problem_texts(eval_set)
+        eval_keys += problem_keys(texts, ngram, read_from)
+        eval_read_from.append(read_from)
+    overlapping = contaminated_rows(problem_keys(train_texts, ngram, train_read_from), eval_keys)
+    share = len(overlapping) / len(dataset) if len(dataset) else 0.0
+    refused = remove and share > max_removed_fraction
+    report = {
+        "ngram": ngram, "compared": {"train": train_read_from, "eval": eval_read_from}, "eval_problems": len(eval_keys),
+        "train_rows": len(dataset), "overlapping_rows": len(overlapping), "removed": remove and not refused,
+        "examples": [train_texts[index][:200] for index in overlapping[:5]],
+    }
+    return Overlap(overlapping, report, refused, max_removed_fraction)

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -30,6 +31,7 @@ KEY_METRICS = ("accuracy", "final_reward", "final_loss", "eval_loss")
 
 
 def main(argv: list[str] | None = None) -> int:
+    warnings.formatwarning = _one_line_warning
     parser = argparse.ArgumentParser(prog="gradus", description="Chain LLM post-training stages from one YAML manifest.")
     commands = parser.add_subparsers(dest="command", required=True)
     plan_parser = commands.add_parser("plan", help="validate a manifest and print the plan and exact commands")
@@ -50,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "status":
         return show_status(args.run_dir)
     return plan_or_run(args, more_overrides)
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], *_location: Any) -> str:
+    """A warning as `gradus: warning: <text>`: what a user acts on (a deprecated manifest field, say) is the
+    text, not the line of gradus that noticed it."""
+    return f"gradus: warning: {message}\n"
 
 
 def plan_or_run(args: argparse.Namespace, more_overrides: list[str]) -> int:

@@ -1,8 +1,7 @@
 """`run_dir/ledger.json`: what happened to each stage, written so a crash never leaves it unreadable.
 
-Every write goes to a temporary file in the same directory, is flushed to disk, and then replaces
-the ledger with `os.replace`, which is atomic on POSIX: a reader (or the next run after a SIGKILL)
-sees either the old ledger or the new one, never half of one.
+Every write replaces the whole ledger through `launch.atomic`: a reader (or the next run after a
+SIGKILL or a crash) sees either the old ledger or the new one, never half of one.
 
 One entry per stage:
     state        pending | running | done | failed | interrupted
@@ -16,11 +15,11 @@ One entry per stage:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from launch.atomic import write_atomically
 
 STATES = ("pending", "running", "done", "failed", "interrupted")
 
@@ -47,16 +46,7 @@ class Ledger:
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         payload = json.dumps({"version": 1, "updated_at": now(), "stages": self.stages}, indent=2, default=str)
-        descriptor, temporary = tempfile.mkstemp(prefix=".ledger.", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(descriptor, "w") as handle:
-                handle.write(payload + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, self.path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        write_atomically(self.path, payload + "\n")
 
 
 def now() -> str:

@@ -31,16 +31,10 @@ from pipeline.base_models import GENERATION_MARKER, KNOWN_MODELS, BaseModelError
 from pipeline.errors import ManifestError
 from pipeline.overrides import apply_overrides, load_yaml
 from pipeline.trackers import check_report_to
-from data_recipes.accepted_samples import NAME as ACCEPTED_SAMPLES_RECIPE
-from stages.arguments import CurriculumArgs, DataBlock, OnPolicyArgs, ReliftArgs
+from stages.arguments import RENAMED_CURRICULUM_OPTIONS, CurriculumArgs, DataBlock, OnPolicyArgs, ReliftArgs
 from stages.kinds import BUILTIN_KINDS, StageKind, load_attribute, stage_kind
 from stages.models import tiny_vocabulary
 
-
-# `data: {recipe: stage_output, stage: NAME}` reads the dataset an earlier stage wrote (prm_label's labels).
-STAGE_OUTPUT_RECIPE = "stage_output"
-# Recipes that read an earlier stage's output: the planner adds its `path`, the fingerprint its producer's.
-STAGE_READING_RECIPES = (STAGE_OUTPUT_RECIPE, ACCEPTED_SAMPLES_RECIPE)
 
 # Fields gradus sets itself; a manifest that sets them would silently fight the runner.
 ARGS_OWNED_BY_GRADUS = {
@@ -346,7 +340,7 @@ def _check_decontamination_order(manifest: Manifest) -> None:
         return
     order = [stage.name for stage in manifest.stages]
     produced = [(stage.name, stage.data.model_extra["stage"]) for stage in manifest.stages
-                if stage.declared.evaluates and stage.data.recipe == STAGE_OUTPUT_RECIPE]
+                if stage.declared.evaluates and data_recipes.stage_input(stage.data.recipe) is not None]
     for stage in (stage for stage in manifest.stages if stage.declared.produces_model):
         for evaluation, producer in produced:
             if order.index(producer) > order.index(stage.name):
@@ -383,7 +377,7 @@ def _check_chat_format(stage: StageSpec, field: str, spec: DataBlock, columns: s
     fail on it at launch. Also a replay whose rows are chat where the stage's own are text (or the reverse).
     `columns`: what the data block's recipe gives."""
     together = stage.declared.rendered_together
-    if not together or spec.recipe in STAGE_READING_RECIPES:
+    if not together or data_recipes.stage_input(spec.recipe) is not None:  # its format is known once its producer has run
         return
     chat = data_recipes.chat_columns(spec.recipe, spec.model_extra or {})
     if chat is None:
@@ -405,11 +399,13 @@ def _check_chat_format(stage: StageSpec, field: str, spec: DataBlock, columns: s
 def _recipe_columns(spec: DataBlock, earlier: dict[str, StageSpec]) -> set[str]:
     """The columns a data block's recipe gives (a replay aside); an earlier stage it reads must be one that writes what it reads."""
     options = spec.model_extra or {}
-    if spec.recipe == STAGE_OUTPUT_RECIPE:
-        return set(_stage_output_columns(options, earlier))
-    if spec.recipe == ACCEPTED_SAMPLES_RECIPE:
-        _producer(options.get("stage"), earlier, "scored_samples", "scored samples (difficulty and eval stages write them)")
-    return set(data_recipes.columns(spec.recipe, options))
+    reading = data_recipes.stage_input(spec.recipe)
+    if reading is None:
+        return set(data_recipes.columns(spec.recipe, options))
+    if reading.check_options is not None:
+        reading.check_options(options)
+    producer = _producer(options.get("stage"), earlier, reading.writes, reading.what)
+    return set(producer.declared.output_columns if reading.columns_from_producer else data_recipes.columns(spec.recipe, options))
 
 
 def _producer(name: Any, earlier: dict[str, StageSpec], writes: str, what: str) -> StageSpec:
@@ -420,12 +416,6 @@ def _producer(name: Any, earlier: dict[str, StageSpec], writes: str, what: str) 
     if name not in producers:
         raise ValueError(f"stage {name!r} is a {earlier[name].kind} stage and writes no {what}")
     return earlier[name]
-
-
-def _stage_output_columns(options: dict[str, Any], earlier: dict[str, StageSpec]) -> tuple[str, ...]:
-    if set(options) != {"stage"}:
-        raise ValueError(f"recipe {STAGE_OUTPUT_RECIPE!r} takes one option, stage (the name of an earlier stage)")
-    return _producer(options.get("stage"), earlier, "output_columns", "a dataset").declared.output_columns
 
 
 def _check_replay(stage: StageSpec, field: str, columns: set[str], earlier: dict[str, StageSpec]) -> set[str]:
@@ -596,6 +586,8 @@ def _check_curriculum(stage: StageSpec, columns: set[str]) -> None:
     if not stage.declared.accepts("curriculum"):
         raise ManifestError(f"{where}': {stage.kind} stages take no curriculum (only {_kinds_accepting('curriculum')})")
     curriculum = _validated_block(CurriculumArgs, stage.curriculum, where)
+    # Under the current names from here on, so the stage's fingerprint is the same whichever name the manifest used.
+    stage.curriculum = {RENAMED_CURRICULUM_OPTIONS.get(key, key): value for key, value in stage.curriculum.items()}
     reward_names = [reward.name for reward in stage.rewards]
     if curriculum.signal_reward is not None and curriculum.signal_reward not in reward_names:
         raise ManifestError(
@@ -636,9 +628,9 @@ def _validated_block(schema: type[BlockModel], raw: dict[str, Any], where: str) 
         return schema.model_validate(raw)
     except ValidationError as error:
         first = error.errors()[0]
-        key = ".".join(str(part) for part in first["loc"])
+        key = "".join(f".{part}" for part in first["loc"])  # none for a problem of the whole block
         hint = suggest(str(first["loc"][-1]), schema.model_fields) if first["type"] == "extra_forbidden" else ""
-        raise ManifestError(f"{where}.{key}': {first['msg'].removeprefix('Value error, ')}{hint}") from None
+        raise ManifestError(f"{where}{key}': {first['msg'].removeprefix('Value error, ')}{hint}") from None
 
 
 def _kinds_accepting(block: str) -> str:

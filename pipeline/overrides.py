@@ -22,7 +22,6 @@ again (from the same directory, since its paths are relative to it) reproduces t
 from __future__ import annotations
 
 import copy
-import os
 import re
 import typing
 from pathlib import Path
@@ -32,6 +31,7 @@ import yaml
 from pydantic import BaseModel
 
 from data_recipes import suggest
+from launch.atomic import write_atomically
 from pipeline.errors import ManifestError
 
 RESOLVED_MANIFEST = "manifest.yaml"
@@ -82,10 +82,7 @@ def resolved_manifest_text(manifest_path: Path, overrides: Sequence[str], schema
 
 def save_resolved_manifest(run_dir: Path, text: str) -> None:
     """Write `run_dir/manifest.yaml` atomically (a kill never leaves half of it)."""
-    target = run_dir / RESOLVED_MANIFEST
-    temporary = target.with_suffix(".yaml.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, target)
+    write_atomically(run_dir / RESOLVED_MANIFEST, text)
 
 
 def _set(root: dict[str, Any], parts: list[str], value: Any, override: str, manifest_schema: type[BaseModel]) -> None:

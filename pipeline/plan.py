@@ -30,7 +30,7 @@ import launch
 from data_recipes.decontamination import decontamination_identity
 from rewards.registry import BUILTIN_REWARDS, resolve
 from pipeline.base_models import cached_hub_revision
-from pipeline.manifest import STAGE_OUTPUT_RECIPE, STAGE_READING_RECIPES, GGUFModelSpec, Manifest, ModelRef, StageSpec, TinyModelSpec
+from pipeline.manifest import GGUFModelSpec, Manifest, ModelRef, StageSpec, TinyModelSpec
 from stages.arguments import CurriculumArgs, DataBlock, ReliftArgs, StageFile
 
 BASE_MODEL_DIR = "base_model"
@@ -161,22 +161,22 @@ def _version(distribution: str) -> str | None:
 def _data_identity(spec: Any, planned: dict[str, "PlannedStage"]) -> dict[str, Any] | None:
     if spec is None:
         return None
-    if spec.recipe in STAGE_READING_RECIPES:
+    reading = data_recipes.stage_input(spec.recipe)
+    if reading is not None:
         producer = planned[spec.model_extra["stage"]]
-        return {"stage": producer.name, "fingerprint": producer.fingerprint}
+        return reading.identity(producer.name, producer.fingerprint)
     return data_recipes.identity(spec.recipe, spec.model_extra or {})
 
 
 def _data_block(spec: Any, run_dir: Path) -> dict[str, Any] | None:
-    """The data block as the stage reads it; a stage output becomes the path of its dataset, the samples
-    `accepted_samples` filters the path of their stage's directory (a replay is `_replay_block`'s)."""
+    """The data block as the stage reads it: a recipe reading an earlier stage's output gets the path in that
+    stage's directory it reads (`data_recipes.StageInput`); a replay is `_replay_block`'s."""
     if spec is None:
         return None
     block = {"recipe": spec.recipe, **_jsonable(spec.model_extra or {})}
-    if spec.recipe == STAGE_OUTPUT_RECIPE:
-        block["path"] = str(run_dir / block["stage"] / "dataset")
-    elif spec.recipe in STAGE_READING_RECIPES:
-        block["path"] = str(run_dir / block["stage"])
+    reading = data_recipes.stage_input(spec.recipe)
+    if reading is not None:
+        block["path"] = str(run_dir / block["stage"] / reading.subdirectory)
     return block
 
 
@@ -201,7 +201,8 @@ def _dependencies(spec: StageSpec, planned: dict[str, "PlannedStage"]) -> list[s
     """Every earlier stage whose output this one reads: its model and teacher, a stage_output dataset or scored
     samples, a reward's model; and a replayed stage, whose data (and fingerprint) it reads."""
     names = [ref for ref in (spec.model, spec.teacher) if isinstance(ref, str) and ref in planned]
-    names += [block.model_extra["stage"] for block in (spec.data, spec.eval_data) if block is not None and block.recipe in STAGE_READING_RECIPES]
+    names += [block.model_extra["stage"] for block in (spec.data, spec.eval_data)
+              if block is not None and data_recipes.stage_input(block.recipe) is not None]
     names += [spec.data.replay.stage] if spec.data.replay is not None else []
     names += [reward.options["model"] for reward in spec.rewards if reward.options.get("model") in planned]
     return list(dict.fromkeys(names))

@@ -26,6 +26,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import launch
+from launch.atomic import write_atomically
 from pipeline.manifest import ManifestError, load_manifest
 from pipeline.plan import Plan, PlannedStage, make_plan
 from stages.kinds import BUILTIN_KINDS, stage_kind
@@ -134,9 +135,6 @@ def _write_cache(passed: list[str]) -> None:
     path = cache_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".preflight-")
-        with os.fdopen(handle, "w") as file:
-            json.dump({"passed": list(dict.fromkeys(passed))[-CACHE_SIZE:]}, file)
-        os.replace(temporary, path)
+        write_atomically(path, json.dumps({"passed": list(dict.fromkeys(passed))[-CACHE_SIZE:]}))
     except OSError:
         pass

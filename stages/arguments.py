@@ -16,10 +16,11 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
+import warnings
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 
 # Written into the base model directory the runner has `stages.models` make (the tiny model, a GGUF file
@@ -186,10 +187,13 @@ STRATEGY_OPTIONS: dict[str, frozenset[str]] = {
     "ordered": SAFEGUARDS | {"start_competence", "ramp_fraction"},
     "adaptive": SAFEGUARDS | {"start_competence", "ramp_fraction", "reestimate_every"},
     "band": SAFEGUARDS | {"band", "retire_above", "revisit_probability"},
-    "bandit": SAFEGUARDS | {"temperature"},
-    "ucb": SAFEGUARDS | {"temperature", "exploration"},
+    "bandit": SAFEGUARDS | {"boltzmann_temperature"},
+    "ucb": SAFEGUARDS | {"boltzmann_temperature", "exploration"},
     "lp": SAFEGUARDS | {"lp_window"},
 }
+RENAMED_CURRICULUM_OPTIONS = {"learning_rate": "step_size", "temperature": "boltzmann_temperature"}
+"""Old names of `CurriculumArgs` fields, still accepted (with a warning naming the new one): a grpo stage also has
+the optimizer's `args.learning_rate` and the sampling `args.temperature`, which these never were."""
 NEEDS_DIFFICULTY_COLUMN = frozenset({"ordered", "adaptive", "bandit", "ucb", "lp"})
 DYNAMIC_SAMPLING_OPTIONS = frozenset({"screen_generations", "max_sampling_rounds"})
 CURRICULUM_INDEX_COLUMN = "curriculum_index"
@@ -223,16 +227,18 @@ class CurriculumArgs(BaseModel):
     """The reward (by its manifest name) whose scores drive the curriculum; default: the stage's first."""
     pass_threshold: float = 0.5
     """A completion passes when its signal reward is at least this (math_accuracy scores 1 or 0)."""
-    learning_rate: float = Field(0.3, gt=0, le=1)
-    """Step size of the per-bucket moving averages (pass rate, mean |advantage|): SEC's TD(0) alpha."""
+    step_size: float = Field(0.3, gt=0, le=1)
+    """Step size of the per-bucket moving averages (pass rate, mean |advantage|): SEC's TD(0) alpha (formerly
+    `learning_rate`)."""
     min_share: float | None = Field(None, ge=0, lt=1)
     """Floor on every non-empty bucket's sampling share, so no difficulty is starved. Default: a tenth
     of every batch spread evenly, 0.1 / (number of buckets), so the floor's total stays the same however
     many buckets there are (a fixed 0.05 over 10 buckets kept half of every batch on the floor)."""
     repeat_window: int = Field(10, ge=1)
     """A prompt is drawn at most once in any this many consecutive generation batches."""
-    temperature: float = Field(0.1, gt=0)
-    """bandit, ucb: Boltzmann temperature over bucket values, in reward units (0.1 suits rewards in [0, 1])."""
+    boltzmann_temperature: float = Field(0.1, gt=0)
+    """bandit, ucb: temperature of the Boltzmann (softmax) choice of a bucket by its value, in reward units (0.1
+    suits rewards in [0, 1]); not the sampling temperature (formerly `temperature`)."""
     exploration: float = Field(1.0, ge=0)
     """ucb: weight c of the bonus c * sqrt(2 ln(all completions) / (bucket's completions + 1))."""
     band: tuple[float, float] = (0.2, 0.8)
@@ -265,6 +271,22 @@ class CurriculumArgs(BaseModel):
     max_sampling_rounds: int = Field(4, ge=1)
     """dynamic_sampling: rounds of replacement draws per generation batch; slots still unfilled after
     them keep tied groups (as DAPO's cap on generation batches), so the batch size never changes."""
+    @model_validator(mode="before")
+    @classmethod
+    def _old_names(cls, raw: Any) -> Any:
+        """Accept an option by its old name (`RENAMED_CURRICULUM_OPTIONS`), warning once per name; refuse both names."""
+        if not isinstance(raw, dict) or not raw.keys() & RENAMED_CURRICULUM_OPTIONS.keys():
+            return raw
+        renamed = dict(raw)
+        for old, new in RENAMED_CURRICULUM_OPTIONS.items():
+            if old not in renamed:
+                continue
+            if new in renamed:
+                raise ValueError(f"{old} and {new} both given; {old} is the old name of {new}: keep {new} alone")
+            warnings.warn(f"curriculum.{old} is deprecated; it is now curriculum.{new} (the same option)", FutureWarning, stacklevel=2)
+            renamed[new] = renamed.pop(old)
+        return renamed
+
     @field_validator(*sorted({option for options in STRATEGY_OPTIONS.values() for option in options}))
     @classmethod
     def _option_of_the_strategy(cls, value: Any, info: ValidationInfo) -> Any:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import launch
+from launch.atomic import write_atomically
 from stages.arguments import DataBlock, StageFile
 
 log = logging.getLogger("gradus")
@@ -119,84 +120,44 @@ def load_data(spec: DataBlock) -> Any:
 REPLAY_REPORT = "replay.json"
 
 
-def replay_rows(own_rows: int, source_rows: int, fraction: float, seed: int) -> list[int]:
-    """Which rows of the replayed data to mix in: enough that they are `fraction` of the mixture, drawn
-    without replacement by a generator seeded with `seed` alone, so the same seed draws the same rows."""
-    import random
-
-    wanted = round(own_rows * fraction / (1 - fraction))
-    if wanted > source_rows:
-        raise RuntimeError(f"replay: a fraction of {fraction} of {own_rows} rows needs {wanted} replayed rows; the replayed stage's data has {source_rows}")
-    return random.Random(seed).sample(range(source_rows), wanted)
-
-
 def with_replay(dataset: Any, stage: StageFile) -> Any:
-    """The stage's data with its `replay` share of the replayed stage's data mixed in (the columns both
-    share; the trainer shuffles), and what was drawn written to `replay.json`, which `finish` adds to the
-    metrics."""
-    import datasets
+    """The stage's data with its `replay` share of the replayed stage's data mixed in (`data_recipes.replay`),
+    and what was drawn written to `replay.json`, which `finish` adds to the metrics."""
+    from data_recipes.replay import mixed_in
 
     replay = stage.data.replay
-    source = load_data(replay.data)
-    rows = replay_rows(len(dataset), len(source), replay.fraction, stage.seed)
-    shared = [column for column in dataset.column_names if column in source.column_names]
-    own = dataset.select_columns(shared)
-    drawn = source.select(rows).select_columns(shared).cast(own.features)
+    mixed, counts = mixed_in(dataset, load_data(replay.data), replay.fraction, stage.seed)
     if is_main_process():
         stage.stage_dir.mkdir(parents=True, exist_ok=True)
-        write_json(stage.stage_dir / REPLAY_REPORT, {"stage": replay.stage, "fraction": replay.fraction, "own_rows": len(own),
-                                                     "replayed_rows": len(rows), "source_rows": len(source), "seed": stage.seed})
-    log.info("replay: %d rows of stage %r's data mixed into %d", len(rows), replay.stage, len(own))
-    return datasets.concatenate_datasets([own, drawn])
+        write_json(stage.stage_dir / REPLAY_REPORT, {"stage": replay.stage, "fraction": replay.fraction, **counts, "seed": stage.seed})
+    log.info("replay: %d rows of stage %r's data mixed into %d", counts["replayed_rows"], replay.stage, counts["own_rows"])
+    return mixed
 
 
 def load_training_data(stage: StageFile) -> Any:
     """The stage's training set: its data with the `replay` share of an earlier stage's mixed in, then with
     problems that overlap the manifest's eval sets reported in `decontamination.json` and (by default)
-    removed (replayed rows included). Every process computes the same result.
-
-    What is compared is each side's problem text (`data_recipes.decontamination`). A removal of more than
-    `max_removed_fraction` of the rows is refused: so large an overlap means the check compared the wrong
-    text, or the eval sets are the training data; the stage fails naming the counts rather than train on
-    what is left."""
+    removed, replayed rows included (`data_recipes.decontamination.find_overlap` says which, and when a
+    removal is refused). Every process computes the same result; the main one writes the report."""
     dataset = load_data(stage.data)
     if stage.data.replay is not None:
         dataset = with_replay(dataset, stage)
     check = stage.decontaminate
     if not check:
         return dataset
-    from data_recipes.decontamination import contaminated_rows, problem_keys, problem_texts
+    from data_recipes.decontamination import find_overlap
 
-    train_texts, train_read_from = problem_texts(dataset)
-    eval_keys, eval_read_from = [], []
-    for spec in check.against:
-        texts, read_from = problem_texts(load_data(spec))
-        eval_keys += problem_keys(texts, check.ngram, read_from)
-        eval_read_from.append(read_from)
-    overlapping = contaminated_rows(problem_keys(train_texts, check.ngram, train_read_from), eval_keys)
-    share = len(overlapping) / len(dataset) if len(dataset) else 0.0
-    refused = check.remove and share > check.max_removed_fraction
+    overlap = find_overlap(dataset, (load_data(spec) for spec in check.against), check.ngram, check.remove, check.max_removed_fraction)
     report = stage.stage_dir / "decontamination.json"
     if is_main_process():
         stage.stage_dir.mkdir(parents=True, exist_ok=True)
-        write_json(report, {
-            "ngram": check.ngram, "compared": {"train": train_read_from, "eval": eval_read_from}, "eval_problems": len(eval_keys),
-            "train_rows": len(dataset), "overlapping_rows": len(overlapping), "removed": check.remove and not refused,
-            "examples": [train_texts[index][:200] for index in overlapping[:5]],
-        })
-        if overlapping and not refused:
-            log.info("decontamination: %d of %d training problems overlap the eval sets%s", len(overlapping), len(dataset),
+        write_json(report, overlap.report)
+        if overlap.rows and not overlap.refused:
+            log.info("decontamination: %d of %d training problems overlap the eval sets%s", len(overlap.rows), len(dataset),
                      ", removed" if check.remove else " (kept: decontamination.remove is false)")
-    if refused:
-        raise RuntimeError(
-            f"decontamination would remove {len(overlapping)} of {len(dataset)} training rows ({share:.1%}), more than "
-            f"decontamination.max_removed_fraction {check.max_removed_fraction} (examples in {report}); if the overlap is real, "
-            "raise max_removed_fraction in the manifest's decontamination block, or set remove: false to keep the rows"
-        )
-    if overlapping and check.remove:
-        dropped = set(overlapping)
-        dataset = dataset.select([index for index in range(len(dataset)) if index not in dropped])
-    return dataset
+    if overlap.refused:
+        raise RuntimeError(overlap.refusal(report))
+    return overlap.kept(dataset)
 
 
 def peft_config(stage: StageFile) -> Any:
@@ -417,9 +378,7 @@ def finish(stage: StageFile, metrics: dict[str, Any]) -> None:
 
 
 def write_json(path: Path, payload: Any) -> None:
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    os.replace(temporary, path)
+    write_atomically(path, json.dumps(payload, indent=2, default=str) + "\n")
 
 
 # -- sampling stages done in shards (prm_label, difficulty): resumable by shard, split over processes --
@@ -445,9 +404,7 @@ def write_shard(stage: StageFile, shard: int, payload: dict[str, Any]) -> None:
     """Write a finished shard, stamped with the stage's fingerprint, atomically: a kill leaves it whole or absent."""
     path = shard_path(stage, shard)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps({"fingerprint": stage.fingerprint, "shard": shard, **payload}))
-    os.replace(temporary, path)
+    write_atomically(path, json.dumps({"fingerprint": stage.fingerprint, "shard": shard, **payload}))
 
 
 def unfinished_shards(stage: StageFile, num_shards: int, state: Any) -> tuple[list[int], int]:

@@ -31,10 +31,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from rewards.weighted import weighted_scores
 from stages import common
 from stages.arguments import DifficultyArgs, StageFile
 from stages.common import Sampler
-from stages.dpo import score as weighted_scores
 
 log = logging.getLogger("gradus")
 
@@ -48,7 +48,7 @@ def estimate_shard(
 ) -> dict[str, list]:
     """Sample k completions of each row's prompt and score them: per row its pass rate, k scores and k completions.
 
-    The rewards get what on-policy DPO gives them (`stages.dpo.score`): prompts, completions, the
+    The rewards get what on-policy DPO gives them (`rewards.weighted.weighted_scores`): prompts, completions, the
     completions' token ids and every data column, repeated for the k completions of each prompt."""
     k = args.num_samples
     prompts = list(rows["prompt"])

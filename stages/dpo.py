@@ -45,8 +45,9 @@ import random
 import shutil
 from pathlib import Path
 from statistics import fmean
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
+from rewards.weighted import weighted_scores
 from stages import common
 from stages.arguments import StageFile
 from stages.preflight import missing_eval_data
@@ -128,7 +129,7 @@ def sample_pairs(
     conversational = not isinstance(rows[0]["prompt"], str)
     completions = [[{"role": "assistant", "content": text}] for text in texts] if conversational else texts
     completion_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    scores, reward_means = score(reward_fns, rows, completions, completion_ids, n)
+    scores, reward_means = weighted_scores(reward_fns, rows, completions, completion_ids, n)
     pairs = preference_pairs(list(rows["prompt"]), completions, scores, n, on_policy.margin, on_policy.pairs_per_prompt)
     sampling = {
         "prompts_tried": len(rows),
@@ -150,27 +151,6 @@ def sample_pairs(
         datasets.Dataset.from_list(pairs).save_to_disk(str(staging))
     common.write_json(staging / "sampling.json", sampling)
     staging.rename(pairs_dir)
-
-
-def score(
-    reward_fns: list[tuple[str, float, Callable]], rows: Any, completions: list[Any], completion_ids: list[list[int]], n: int,
-) -> tuple[list[float], dict[str, float | None]]:
-    """Each completion's weighted sum of rewards (a None counts 0), and each reward's mean over the rows it applies to.
-
-    The rewards get what TRL's trainers pass them: prompts, completions, `completion_ids` (here the
-    completion text tokenised again) and every other dataset column, repeated for the n completions
-    of each prompt.
-    """
-    columns = {column: [value for value in rows[column] for _ in range(n)] for column in rows.column_names}
-    prompts = columns.pop("prompt")
-    totals = [0.0] * len(completions)
-    reward_means = {}
-    for name, weight, reward_fn in reward_fns:
-        values = reward_fn(prompts=prompts, completions=completions, completion_ids=completion_ids, **columns)
-        totals = [total + weight * (0.0 if value is None else value) for total, value in zip(totals, values)]
-        applicable = [value for value in values if value is not None]
-        reward_means[f"rewards/{name}/mean"] = fmean(applicable) if applicable else None
-    return totals, reward_means
 
 
 def preference_pairs(

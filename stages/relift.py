@@ -36,7 +36,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +46,7 @@ import torch
 from accelerate.utils import gather_object
 from transformers import TrainerCallback
 
+from launch.atomic import replacing
 from stages.arguments import RELIFT_INDEX_COLUMN, ReliftArgs
 from stages.curriculum.trl_wiring import GatheredScores, checkpoint_file, log_train_metric
 
@@ -151,9 +151,8 @@ class HardBuffer:
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + ".tmp.npz")
-        np.savez(temporary, **self.state_dict())
-        os.replace(temporary, path)
+        with replacing(path, suffix=".npz") as temporary:
+            np.savez(temporary, **self.state_dict())
 
     def load(self, path: Path) -> None:
         with np.load(path, allow_pickle=False) as state:

@@ -16,7 +16,7 @@ What it is made of, in the order the data flows:
 * **Evidence.** Every GRPO group is `num_generations` completions of one prompt, so each generation
   batch measures, for free, each drawn prompt's pass rate and its group's mean absolute advantage
   |r - mean(r_group)|. `Evidence.record` keeps each prompt's latest pass rate and, per bucket,
-  moving averages (step size `learning_rate`) of pass rate and mean |advantage|. With `prior_column`
+  moving averages (`step_size`) of pass rate and mean |advantage|. With `prior_column`
   (a `difficulty` stage's offline `pass_rate`, stages/difficulty.py) every prompt starts from its
   measured pass rate and every bucket from its prompts' mean (value 2 p (1 - p)), so a strategy knows
   the pool before its first draw: a level bucket holds prompts the model always and never solves,

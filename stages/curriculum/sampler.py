@@ -11,7 +11,6 @@ transformers; `stages/curriculum/trl_wiring.py` derives the layout from a GRPOCo
 from __future__ import annotations
 
 import json
-import os
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from launch.atomic import replacing
 from stages.arguments import CurriculumArgs
 from stages.curriculum.strategies import STRATEGIES, Buckets, Evidence, Uniform
 
@@ -332,9 +332,8 @@ class CurriculumSampler(Sampler[int]):
                 "layout": [self.layout.num_generations, self.layout.prompts_per_generation, self.layout.repeat_count]}
 
     def save(self, path: Path, resume_epoch: int, resume_skipped_batches: int) -> None:
-        temporary = path.with_name(path.name + ".tmp.npz")
-        np.savez(temporary, **self.state_dict(resume_epoch, resume_skipped_batches))
-        os.replace(temporary, path)
+        with replacing(path, suffix=".npz") as temporary:
+            np.savez(temporary, **self.state_dict(resume_epoch, resume_skipped_batches))
 
     def load(self, path: Path) -> None:
         with np.load(path, allow_pickle=False) as state:

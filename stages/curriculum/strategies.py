@@ -68,7 +68,7 @@ class Evidence:
     counters) change it, so every rank that records the same gathered scores holds the same evidence.
 
     Per prompt: the pass rate of its latest group (NaN = unseen). Per bucket: moving averages (step size
-    `learning_rate`) of pass rate and of mean |advantage| (SEC's Q), completions scored, prompts drawn.
+    `step_size`) of pass rate and of mean |advantage| (SEC's Q), completions scored, prompts drawn.
     """
 
     ARRAYS = ("prompt_pass_rate", "bucket_pass_rate", "bucket_value", "bucket_completions", "bucket_draws")
@@ -138,7 +138,7 @@ class Evidence:
         seen = groups > 0
         batch_value = np.bincount(buckets, group_abs_advantage, minlength=num_buckets)[seen] / groups[seen]
         batch_pass_rate = np.bincount(buckets, group_pass_rate * group_size, minlength=num_buckets)[seen] / completions[seen]
-        step = self.args.learning_rate
+        step = self.args.step_size
         self.bucket_value[seen] += step * (batch_value - self.bucket_value[seen])
         previous = self.bucket_pass_rate[seen]
         self.bucket_pass_rate[seen] = np.where(np.isnan(previous), batch_pass_rate, previous + step * (batch_pass_rate - previous))
@@ -324,11 +324,11 @@ def boltzmann(values: np.ndarray, temperature: float) -> np.ndarray:
 
 class Bandit(Strategy):
     """SEC: buckets are the arms of a non-stationary bandit whose reward is the mean absolute advantage
-    of the bucket's groups in a generation batch; Q_b <- Q_b + alpha (r_b - Q_b) (TD(0), `learning_rate`)
-    for the buckets drawn; buckets sampled with P(b) ~ exp(Q_b / tau) (`temperature`). Q starts at 0."""
+    of the bucket's groups in a generation batch; Q_b <- Q_b + alpha (r_b - Q_b) (TD(0), `step_size`)
+    for the buckets drawn; buckets sampled with P(b) ~ exp(Q_b / tau) (`boltzmann_temperature`). Q starts at 0."""
 
     def bucket_weights(self, evidence: Evidence) -> np.ndarray:
-        return boltzmann(evidence.bucket_value, self.args.temperature)
+        return boltzmann(evidence.bucket_value, self.args.boltzmann_temperature)
 
 
 class UCB(Strategy):
@@ -339,7 +339,7 @@ class UCB(Strategy):
     def bucket_weights(self, evidence: Evidence) -> np.ndarray:
         completions = evidence.bucket_completions
         bonus = self.args.exploration * np.sqrt(2 * np.log(completions.sum() + 1) / (completions + 1))
-        return boltzmann(evidence.bucket_value + bonus, self.args.temperature)
+        return boltzmann(evidence.bucket_value + bonus, self.args.boltzmann_temperature)
 
 
 class LearningProgress(Strategy):

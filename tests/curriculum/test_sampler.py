@@ -122,7 +122,7 @@ def test_ucb_prefers_the_high_advantage_bucket_yet_keeps_exploring():
 
 def test_minimum_share_is_a_floor_for_every_bucket():
     planted = by_level({1: 1.0, 2: 1.0, 3: 1.0, 4: 0.5, 5: 0.0, 6: 0.0})
-    sampler = sampler_for("bandit", min_share=0.1, temperature=0.01)
+    sampler = sampler_for("bandit", min_share=0.1, boltzmann_temperature=0.01)
     chunks = run(sampler, 200, planted)
     assert sampler.bucket_share.min() == pytest.approx(0.1) and sampler.bucket_share.sum() == pytest.approx(1.0)
     counts = np.bincount(LEVELS[np.concatenate(chunks[50:])], minlength=7)[1:]
@@ -234,7 +234,7 @@ def test_adaptive_reranks_buckets_by_online_pass_rate():
 def test_repeat_window_caps_how_often_a_prompt_comes_back():
     tiny_bucket = np.array([1] * 6 + [2] * 294)  # level 1 has 6 prompts, and the bandit loves it
     planted = lambda prompts: np.where(tiny_bucket[prompts] == 1, 0.5, 1.0)  # noqa: E731
-    sampler = sampler_for("bandit", levels=tiny_bucket, layout=RepeatLayout(4, 4, 1), repeat_window=5, min_share=0.0, temperature=0.01)
+    sampler = sampler_for("bandit", levels=tiny_bucket, layout=RepeatLayout(4, 4, 1), repeat_window=5, min_share=0.0, boltzmann_temperature=0.01)
     chunks = run(sampler, 100, planted)
     last_seen: dict[int, int] = {}
     for generation, chunk in enumerate(chunks):
@@ -251,7 +251,7 @@ def test_a_dataset_too_small_for_the_window_still_fills_every_chunk():
 
 
 def test_record_ignores_unscored_completions_and_uses_unnormalised_advantages():
-    sampler = sampler_for("bandit", learning_rate=1.0)
+    sampler = sampler_for("bandit", step_size=1.0)
     prompts = np.repeat([0, 60], 4)  # level 1 and level 2, four completions each
     sampler.record(prompts, [1, 0, np.nan, 1, 1, 1, 1, 1])
     assert sampler.evidence.prompt_pass_rate[0] == pytest.approx(2 / 3) and sampler.evidence.prompt_pass_rate[60] == 1.0

@@ -161,3 +161,41 @@ def test_a_reward_plugin_is_fingerprinted_by_its_source(tmp_path, monkeypatch):
     sys.modules.pop("my_reward", None)
     importlib.invalidate_caches()
     assert plan_for(tmp_path, manifest).stages[2].fingerprint != before
+
+
+def test_a_recipe_that_reads_a_stage_is_planned_from_its_declaration_alone(tmp_path, monkeypatch):
+    """The pipeline names no stage-reading recipe: a new one (registered here) gets its producer checked,
+    its path, its dependency and its producer's fingerprint from its `StageInput`."""
+    import dataclasses
+
+    import data_recipes
+    from data_recipes.accepted_samples import RECIPE
+
+    registry = data_recipes._registry
+    rescored = dataclasses.replace(RECIPE, name="rescored", reads_stage=data_recipes.StageInput("scored_samples", "scored samples", "dataset"))
+    monkeypatch.setattr(data_recipes, "_registry", lambda: {**registry(), "rescored": rescored})
+
+    def plan_with(eval_batch_size: int, producer: str = "eval"):
+        manifest = tiny_manifest(tmp_path / "run")
+        manifest["stages"][1]["args"]["batch_size"] = eval_batch_size
+        manifest["stages"].append({"name": "again", "kind": "sft", "model": "sft", "args": {"max_steps": 2},
+                                   "data": {"recipe": "rescored", "stage": producer}})
+        return make_plan(load_manifest(write_manifest(tmp_path / "m.yaml", manifest)))
+
+    again = plan_with(40).stages[-1]
+    assert again.resolved.data.model_extra["path"] == str((tmp_path / "run" / "eval" / "dataset").resolve())
+    assert again.depends_on == ["sft", "eval"]
+    assert plan_with(20).stages[-1].fingerprint != again.fingerprint  # the producer reran: its output changed
+    with pytest.raises(Exception, match="field 'data': stage 'sft' is a sft stage and writes no scored samples"):
+        plan_with(40, producer="sft")
+
+
+def test_an_eval_set_of_scored_samples_is_refused_where_a_training_stage_runs_before_its_producer(tmp_path):
+    """Like a `stage_output` eval set: the training stage is checked against it, so it must exist by then."""
+    manifest = tiny_manifest(tmp_path / "run")
+    manifest["stages"].append({"name": "eval_samples", "kind": "eval", "model": "sft",
+                               "data": {"recipe": "accepted_samples", "stage": "eval"}, "args": {"max_new_tokens": 8}})
+    with pytest.raises(Exception, match="stage 'sft': decontamination: eval stage 'eval_samples' reads the dataset of stage 'eval', which runs after it"):
+        load_manifest(write_manifest(tmp_path / "m.yaml", manifest))
+    manifest["decontamination"] = {"enabled": False}
+    assert make_plan(load_manifest(write_manifest(tmp_path / "m.yaml", manifest))).stages[-1].depends_on == ["sft", "eval"]

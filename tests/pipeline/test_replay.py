@@ -10,6 +10,7 @@ import pytest
 
 from pipeline.manifest import ManifestError, load_manifest
 from pipeline.plan import make_plan
+from data_recipes.replay import replay_rows
 from stages import common
 from tests.conftest import tiny_manifest, write_manifest
 
@@ -31,12 +32,12 @@ def plan_for(tmp_path: Path, manifest: dict):
 
 
 def test_the_same_seed_draws_the_same_rows_and_another_seed_others():
-    drawn = common.replay_rows(90, 200, 0.1, seed=0)
+    drawn = replay_rows(90, 200, 0.1, seed=0)
     assert len(drawn) == 10 == len(set(drawn)) and all(0 <= row < 200 for row in drawn)  # 10 of 100 rows: a tenth
-    assert common.replay_rows(90, 200, 0.1, seed=0) == drawn
-    assert common.replay_rows(90, 200, 0.1, seed=1) != drawn
+    assert replay_rows(90, 200, 0.1, seed=0) == drawn
+    assert replay_rows(90, 200, 0.1, seed=1) != drawn
     with pytest.raises(RuntimeError, match="needs 100 replayed rows; the replayed stage's data has 50"):
-        common.replay_rows(100, 50, 0.5, seed=0)
+        replay_rows(100, 50, 0.5, seed=0)
 
 
 def training_rows(tmp_path: Path, seed: int) -> tuple[list[dict], dict]:
@@ -56,7 +57,7 @@ def test_the_stage_trains_on_its_rows_and_a_seeded_draw_of_the_replayed_stages(t
     source = data_recipes.load(SOURCE["recipe"], {key: value for key, value in SOURCE.items() if key != "recipe"}).to_list()
     own, replayed = rows[:90], rows[90:]
     assert {row["level"] for row in own} == {3} and len(replayed) == 10
-    assert replayed == [{key: source[index][key] for key in replayed[0]} for index in common.replay_rows(90, 200, 0.1, seed=0)]
+    assert replayed == [{key: source[index][key] for key in replayed[0]} for index in replay_rows(90, 200, 0.1, seed=0)]
     assert metrics["global_step"] == 2
     assert metrics["replay"] == {"stage": "sft", "fraction": 0.1, "own_rows": 90, "replayed_rows": 10, "source_rows": 200, "seed": 0}
     again, _ = training_rows(tmp_path / "again", seed=0)

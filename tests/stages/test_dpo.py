@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from stages.arguments import StageFile
-from stages.dpo import end_without_pairs, preference_pairs, round_prompt_indices, score
+from stages.dpo import end_without_pairs, preference_pairs, round_prompt_indices
 from tests.conftest import TINY_MODEL, gradus, sigkill_runner_when, tiny_manifest, write_manifest
 
 DPO_ARGS = {
@@ -45,22 +45,6 @@ def test_pairs_are_best_against_worst_when_the_gap_reaches_the_margin_and_never_
     pairs = preference_pairs(["a", "b", "c"], completions, scores, n=3, margin=0.6)
     assert pairs == [{"prompt": "a", "chosen": "a1", "rejected": "a2", "chosen_score": 1.0, "rejected_score": 0.0}]
     assert [pair["prompt"] for pair in preference_pairs(["a", "b", "c"], completions, scores, n=3, margin=0.0)] == ["a", "c"]
-
-
-def test_score_is_the_weighted_sum_with_none_counting_zero():
-    import datasets
-
-    rows = datasets.Dataset.from_list([{"prompt": "p", "answer": "1"}])
-
-    def correct(prompts, completions, answer, **kwargs):
-        return [None if completion == "?" else float(completion == answer[0]) for completion in completions]
-
-    def short(prompts, completions, completion_ids, **kwargs):
-        return [1.0 if len(ids) < 2 else 0.0 for ids in completion_ids]
-
-    totals, means = score([("correct", 2.0, correct), ("short", 0.5, short)], rows, ["1", "22", "?"], [[1], [2, 2], [3]], n=3)
-    assert totals == [2.5, 0.0, 0.5]
-    assert means == {"rewards/correct/mean": 0.5, "rewards/short/mean": pytest.approx(2 / 3)}
 
 
 class OneProcess:
