@@ -31,7 +31,7 @@ from pipeline.base_models import GENERATION_MARKER, KNOWN_MODELS, BaseModelError
 from pipeline.errors import ManifestError
 from pipeline.overrides import apply_overrides, load_yaml
 from pipeline.trackers import check_report_to
-from stages.arguments import RENAMED_CURRICULUM_OPTIONS, CurriculumArgs, DataBlock, OnPolicyArgs, ReliftArgs
+from stages.arguments import SCORELESS_STRATEGIES, RENAMED_CURRICULUM_OPTIONS, CurriculumArgs, DataBlock, OnPolicyArgs, ReliftArgs
 from stages.kinds import BUILTIN_KINDS, StageKind, load_attribute, stage_kind
 from stages.models import tiny_vocabulary
 
@@ -597,6 +597,9 @@ def _check_curriculum(stage: StageSpec, columns: set[str]) -> None:
     problem = curriculum.check(stage.kind, columns, on_policy=stage.on_policy)
     if problem:
         raise ManifestError(f"{where}': {problem}")
+    if stage.declared.rewards == "optional" and stage.declared.produces_model and not reward_names and curriculum.strategy not in SCORELESS_STRATEGIES:
+        raise ManifestError(f"stage {stage.name!r}: field 'rewards': strategy {curriculum.strategy!r} reads the model's pass rate on its own "
+                            f"samples, which the stage's rewards score; list one (or use {' or '.join(SCORELESS_STRATEGIES)})")
 
 
 def _check_relift(stage: StageSpec, columns: set[str]) -> None:

@@ -3,8 +3,12 @@
 Every coupling to a private TRL or transformers method or layout lives here, and
 `tests/curriculum/test_trl_contract.py` pins each one to the installed TRL version:
 
-* `GRPOTrainer._get_train_sampler(dataset)` is overridden to return the curriculum sampler, and
-  `grpo_layout` mirrors how it builds its `RepeatSampler` from a GRPOConfig;
+* `GRPOTrainer._get_train_sampler(dataset)` (and `DistillationTrainer`'s) is overridden to return the
+  curriculum sampler, and `grpo_layout` (`distillation_layout`) mirrors how it builds its `RepeatSampler`
+  from a GRPOConfig (a DistillationConfig);
+* `scoring_on_policy` overrides `DistillationTrainer._generate_and_score_completions(inputs)`, which gets
+  the dataset rows (identity collator) and returns `completion_ids`/`completion_mask`, to score the
+  student's samples with the stage's rewards into `_metrics[mode]`, which its `log` averages;
 * `trainer_resume_position` mirrors how HF Trainer counts the batches it skips on resume;
 * `checkpoint_file` mirrors where `Trainer._save_checkpoint` writes a checkpoint (the curriculum's and
   relift's callbacks put their state there, from `on_step_end`, which HF calls after the optimizer step and
@@ -39,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -85,6 +90,14 @@ def grpo_layout(grpo_args: Any) -> RepeatLayout:
         prompts_per_generation=grpo_args.generation_batch_size // grpo_args.num_generations,
         repeat_count=grpo_args.num_iterations * grpo_args.steps_per_generation,
     )
+
+
+def distillation_layout(distill_args: Any) -> RepeatLayout:
+    """The layout `DistillationTrainer._get_train_sampler` gives its `RepeatSampler` for these DistillationConfig
+    args: one completion per prompt, the whole generation batch (every process's, over the accumulation steps)
+    drawn at once and repeated once per accumulation step."""
+    batch = distill_args.per_device_train_batch_size * distill_args.world_size * distill_args.gradient_accumulation_steps
+    return RepeatLayout(num_generations=1, prompts_per_generation=batch, repeat_count=distill_args.gradient_accumulation_steps)
 
 
 def trainer_resume_position(global_step: int, batches_per_epoch: int, gradient_accumulation_steps: int) -> tuple[int, int]:
@@ -149,6 +162,37 @@ class ScoreFeedback(GatheredScores):
         if log_metric is not None:
             for name, value in self.sampler.log_values().items():
                 log_metric(name, value)
+
+
+def scoring_on_policy(base: type, reward_functions: list[Callable], weights: list[float]) -> type:
+    """`base` (DistillationTrainer) scoring each generation batch's completions with `reward_functions` as it
+    generates them, into its log (`reward`: the weighted sum's mean; `rewards/<name>/mean`), all processes' rows.
+    The rewards train nothing here; a curriculum's signal reward (`ScoreFeedback`) hands its scores to the sampler."""
+    if not reward_functions:
+        return base
+    from trl.data_utils import is_conversational
+
+    class OnPolicyScored(base):  # type: ignore[misc, valid-type]
+        def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+            output = super()._generate_and_score_completions(inputs)
+            metrics = self._metrics["train" if self.model.training else "eval"]
+            masks = output["completion_mask"].bool()
+            texts = self.processing_class.batch_decode([ids[mask] for ids, mask in zip(output["completion_ids"], masks)], skip_special_tokens=True)
+            completions = [[{"role": "assistant", "content": text}] for text in texts] if is_conversational(inputs[0]) else texts
+            columns = {key: [row[key] for row in inputs] for key in inputs[0] if key != "prompt"}
+            total = np.zeros(len(inputs))
+            for reward_fn, weight in zip(reward_functions, weights, strict=True):
+                scored = reward_fn(prompts=[row["prompt"] for row in inputs], completions=completions,
+                                   log_metric=lambda name, value: metrics[name].append(value), **columns)
+                scored = asyncio.run(scored) if inspect.isawaitable(scored) else scored  # an async reward
+                scores = np.array([np.nan if score is None else score for score in scored], dtype=float)
+                total += weight * np.nan_to_num(scores)
+                metrics[f"rewards/{reward_fn.__name__}/mean"].append(float(np.nanmean(gather_object(list(scores)))))
+            metrics["reward"].append(float(np.mean(gather_object(list(total)))))
+            return output
+
+    OnPolicyScored.__name__ = f"OnPolicyScored{base.__name__}"
+    return OnPolicyScored
 
 
 def sft_trainer_class(base: type) -> type:
@@ -453,17 +497,23 @@ class GRPOCurriculum:
     callback: CurriculumCallback
     dynamic: DynamicSampling | None = None
 
+    layout_of: Callable[[Any], RepeatLayout] = grpo_layout
+    """The layout the trainer's own sampler would have, from its config (`grpo_layout`, `distillation_layout`)."""
+
     @classmethod
-    def build(cls, spec: CurriculumArgs | dict[str, Any], grpo_args: Any, train_dataset: Any, rewards: list[Callable], stage_dir: Path) -> GRPOCurriculum:
+    def build(cls, spec: CurriculumArgs | dict[str, Any], grpo_args: Any, train_dataset: Any, rewards: list[Callable], stage_dir: Path,
+              layout_of: Callable[[Any], RepeatLayout] = grpo_layout) -> GRPOCurriculum:
+        """For a grpo stage, or (with `layout_of=distillation_layout`) a distill stage, whose rewards score the
+        student's on-policy samples; without rewards only a scoreless strategy can run (the manifest checks)."""
         args = CurriculumArgs.model_validate(spec)
         problem = unmet_requirement(grpo_args, args)
         if problem:
             raise ValueError(problem)
         names = [reward.__name__ for reward in rewards]
-        signal = args.signal_reward or names[0]
-        if signal not in names:
+        signal = args.signal_reward or (names[0] if names else None)
+        if signal is not None and signal not in names:
             raise ValueError(f"curriculum signal_reward {signal!r} is not one of the stage's rewards: {', '.join(names)}")
-        layout = grpo_layout(grpo_args)
+        layout = layout_of(grpo_args)
         chunks_per_epoch = len(train_dataset) // layout.prompts_per_generation
         if grpo_args.max_steps > 0:
             planned = math.ceil(grpo_args.max_steps * grpo_args.gradient_accumulation_steps / layout.repeat_count)
@@ -474,22 +524,22 @@ class GRPOCurriculum:
             args, train_dataset, layout, seed=grpo_args.seed, planned_generations=planned,
             lookahead_batches=grpo_args.gradient_accumulation_steps + 1 + workers * (grpo_args.dataloader_prefetch_factor or 2),
         )
-        signal_reward = rewards[names.index(signal)]
+        signal_reward = rewards[names.index(signal)] if signal is not None else None
         wrapped = [ScoreFeedback(reward, sampler) if reward is signal_reward else reward for reward in rewards]
         indexed = train_dataset.add_column(CURRICULUM_INDEX_COLUMN, np.arange(len(train_dataset)))
         dynamic = DynamicSampling.build(args, grpo_args, sampler, signal_reward) if args.dynamic_sampling else None
-        return cls(sampler, indexed, wrapped, CurriculumCallback(sampler, stage_dir), dynamic)
+        return cls(sampler, indexed, wrapped, CurriculumCallback(sampler, stage_dir), dynamic, layout_of)
 
     def trainer_class(self, base: type) -> type:
-        """`base` (GRPOTrainer) drawing its training prompts from the curriculum sampler, and with
-        dynamic sampling, filling each generation batch with groups that carry signal (`DynamicSampling`)."""
-        sampler, dynamic = self.sampler, self.dynamic
+        """`base` (GRPOTrainer, DistillationTrainer) drawing its training prompts from the curriculum sampler, and
+        with dynamic sampling, filling each generation batch with groups that carry signal (`DynamicSampling`)."""
+        sampler, dynamic, layout_of = self.sampler, self.dynamic, self.layout_of
 
         class CurriculumTrainer(base):  # type: ignore[misc, valid-type]
             _pregenerated: Generated | None = None
 
             def _get_train_sampler(self, dataset: Any = None) -> CurriculumSampler:
-                expected = grpo_layout(self.args)
+                expected = layout_of(self.args)
                 if sampler.layout != expected:
                     raise ValueError(f"curriculum sampler layout {sampler.layout} does not match the trainer's {expected}")
                 return sampler

@@ -1,5 +1,6 @@
-"""The `distill` stage for real: a student smaller than its teacher moves toward it, a SIGKILLed stage resumes to
-the uninterrupted run's weights, and what can be known before launch is refused at plan time.
+"""The `distill` stage for real: a student smaller than its teacher moves toward it, a SIGKILLed stage (with a
+curriculum over the student's pass rate) resumes to the uninterrupted run's weights and curriculum state, and
+what can be known before launch is refused at plan time.
 
 The teacher is a tiny model SFT'd in the same run; the student a smaller tiny model (`model: {tiny: ...}`, an
 outside model the runner makes under run_dir/models) SFT'd a few steps, so both share the character
@@ -36,6 +37,8 @@ def sft(name: str, model: Any, steps: int) -> dict[str, Any]:
 def distill(teacher: Any = "teacher", **args: Any) -> dict[str, Any]:
     return {"name": "distill", "kind": "distill", "model": "student", "teacher": teacher,
             "data": {**TRAIN, "num_examples": 400, "seed": 3}, "rewards": [{"name": "math_accuracy"}],
+            # the student's on-policy pass rate per level drives the prompts; its state must survive the kill
+            "curriculum": {"strategy": "lp", "difficulty_column": "level"},
             "args": {**COMMON, "max_steps": DISTILL_STEPS, "per_device_train_batch_size": 16, "learning_rate": 3e-3,
                      "lr_scheduler_type": "constant", "max_completion_length": 32, "save_steps": 8, **args}}
 
@@ -61,7 +64,7 @@ def token_kl(student_dir: Path, teacher_dir: Path, texts: list[str]) -> float:
 
 @pytest.mark.slow
 @pytest.mark.ci
-def test_a_distilled_student_moves_toward_its_teacher_and_a_killed_stage_resumes_to_the_same_weights(tmp_path):
+def test_a_distilled_student_moves_toward_its_teacher_and_a_killed_stage_resumes_to_the_same_weights_and_curriculum(tmp_path):
     from safetensors.numpy import load_file
 
     path = manifest(tmp_path)
@@ -88,7 +91,7 @@ def test_a_distilled_student_moves_toward_its_teacher_and_a_killed_stage_resumes
     teacher_dir, student_start = run_dir / "teacher" / "model", run_dir / "student" / "model"
     assert token_kl(stage_dir / "model", teacher_dir, texts) < 0.8 * token_kl(student_start, teacher_dir, texts)
 
-    # An uninterrupted run of the same chain ends with the same weights, tensor for tensor.
+    # An uninterrupted run of the same chain ends with the same weights, tensor for tensor, and the same curriculum state.
     again = tmp_path / "again"
     again.mkdir()
     uninterrupted = gradus("run", str(manifest(again)))
@@ -98,6 +101,12 @@ def test_a_distilled_student_moves_toward_its_teacher_and_a_killed_stage_resumes
     assert resumed_weights.keys() == straight_weights.keys()
     for name, tensor in straight_weights.items():
         np.testing.assert_allclose(resumed_weights[name], tensor, rtol=1e-5, atol=1e-6, err_msg=name)
+    final_state = Path("checkpoints") / f"checkpoint-{DISTILL_STEPS}" / "curriculum_state.npz"
+    resumed_state, straight_state = np.load(stage_dir / final_state), np.load(again / "run" / "distill" / final_state)
+    assert sorted(resumed_state.files) == sorted(straight_state.files)
+    for name in straight_state.files:
+        np.testing.assert_array_equal(resumed_state[name], straight_state[name], err_msg=name)
+    assert metrics["curriculum"]["draws"] == json.loads((again / "run" / "distill" / "metrics.json").read_text())["curriculum"]["draws"]
 
 
 def test_a_teacher_with_another_vocabulary_is_refused_at_plan_time_pointing_to_sequence_level_distillation(tmp_path):
