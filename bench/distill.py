@@ -23,6 +23,7 @@ From the repository root. Each step is cached, so an interrupted bench resumes:
    | forward_kl  | distill, beta 0                                                            |
    | seq_kd      | sft on the offline set's accepted teacher samples, batch 64, lr 2e-3 (the quickstart's SFT rate) |
    | reverse_kl_lp | reverse_kl with the `lp` curriculum over levels, the student's on-policy pass rate its signal |
+   | seq_kd_long, reverse_kl_long | the teacher-hacking question: 480 steps (about six passes over the offline set), a checkpoint every 80 |
 3. **Held-out accuracy**: greedy, `math_accuracy`, 300 test problems (levels 1-6 x 50), at the start and at
    every checkpoint (`bench.curriculum.Evaluator`).
 
@@ -56,7 +57,7 @@ from bench.curriculum import COMMITTED_START, REGIMES, Evaluator, first_reach, g
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "distill_results"
 STEPS, EVAL_EVERY = 120, 20
-CHECKPOINTS = list(range(EVAL_EVERY, STEPS + 1, EVAL_EVERY))
+LONG_STEPS, LONG_EVAL_EVERY = 480, 80  # the teacher-hacking arms: about six passes over the offline set
 STUDENT = {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4}
 POOL = {"recipe": "synthetic_arithmetic", "split": "train", "levels": [1, 2, 3, 4, 5, 6], "num_examples": 5000, "seed": 1}
 OFFLINE_PROMPTS = {"recipe": "synthetic_arithmetic", "split": "train", "levels": [1, 2, 3, 4, 5, 6], "num_examples": 1600, "seed": 7}
@@ -68,6 +69,12 @@ class Arm:
     kind: str
     args: dict[str, Any]
     curriculum: dict[str, Any] | None = None
+    steps: int = STEPS
+    eval_every: int = EVAL_EVERY
+
+    @property
+    def checkpoints(self) -> list[int]:
+        return list(range(self.eval_every, self.steps + 1, self.eval_every))
 
 
 def _grpo_args() -> dict[str, Any]:
@@ -85,6 +92,14 @@ ARMS = {
                           "gradient_checkpointing": False}),
     "reverse_kl_lp": Arm("distill", {**DISTILL_ARGS, "beta": 1.0}, curriculum=LP),
 }
+SEQ_KD_ARGS = ARMS["seq_kd"].args
+# Teacher hacking (Tiapkin et al. 2025): offline, the student keeps fitting a fixed set of teacher samples; online it never
+# sees the same sample twice. Four times as long, so the offline arm goes over its set about six times.
+ARMS |= {
+    "seq_kd_long": Arm("sft", SEQ_KD_ARGS, steps=LONG_STEPS, eval_every=LONG_EVAL_EVERY),
+    "reverse_kl_long": Arm("distill", {**DISTILL_ARGS, "beta": 1.0}, steps=LONG_STEPS, eval_every=LONG_EVAL_EVERY),
+}
+MAIN_ARMS = [name for name, arm in ARMS.items() if arm.steps == STEPS]
 
 
 def sha16(path: Path) -> str:
@@ -151,9 +166,18 @@ class Bench:
             path.write_text(text)
         return path
 
+    def offline_tokens(self) -> float:
+        """Tokens of the teacher's sampling of the offline set: each sample's prompt and completion (+ its end)."""
+        from stages import common
+
+        tokenizer = common.load_tokenizer(str(self.teacher))
+        rows = [json.loads(line) for line in self.offline.open()]
+        texts = [row["prompt"] + sample for row in rows for sample in row["samples"]]
+        return float(sum(len(ids) + 1 for ids in tokenizer(texts)["input_ids"]))
+
     def manifest(self, arm_name: str, seed: int) -> dict[str, Any]:
         arm = ARMS[arm_name]
-        args = {**arm.args, "max_steps": STEPS, "save_steps": EVAL_EVERY, "save_total_limit": None, "logging_steps": 1, "report_to": "none"}
+        args = {**arm.args, "max_steps": arm.steps, "save_steps": arm.eval_every, "save_total_limit": None, "logging_steps": 1, "report_to": "none"}
         stage: dict[str, Any] = {"name": "train", "kind": arm.kind, "model": "base", "args": args}
         if arm.kind == "sft":
             stage["data"] = {"recipe": "jsonl", "path": str(self.offline_sft_rows())}
@@ -178,11 +202,12 @@ class Bench:
         print(f"[{arm_name} seed {seed}] training", flush=True)
         wall = gradus_run(manifest, run_dir / "manifest.yaml")
         checkpoints = run_dir / "train" / "checkpoints"
-        history = json.loads((checkpoints / f"checkpoint-{STEPS}" / "trainer_state.json").read_text())["log_history"]
-        print(f"[{arm_name} seed {seed}] held-out accuracy of {len(CHECKPOINTS)} checkpoints", flush=True)
+        arm = ARMS[arm_name]
+        history = json.loads((checkpoints / f"checkpoint-{arm.steps}" / "trainer_state.json").read_text())["log_history"]
+        print(f"[{arm_name} seed {seed}] held-out accuracy of {len(arm.checkpoints)} checkpoints", flush=True)
         result = {
             "key": key, "arm": arm_name, "seed": seed, "wall_seconds": round(wall, 1),
-            "held_out": {str(step): self.evaluator(checkpoints / f"checkpoint-{step}") for step in CHECKPOINTS},
+            "held_out": {str(step): self.evaluator(checkpoints / f"checkpoint-{step}") for step in arm.checkpoints},
             "steps": [{name: entry.get(name) for name in ("step", "loss", "reward", "num_tokens", "completions/mean_length",
                                                          "completions/clipped_ratio", "step_time")} for entry in history if "loss" in entry],
         }
@@ -221,22 +246,22 @@ def flops(run: dict[str, Any], student_params: int, teacher_params: int, offline
 def summarise(bench: Bench, results: list[dict[str, Any]]) -> dict[str, Any]:
     start = bench.start_accuracy()
     student_params, teacher_params = parameters(bench.student), parameters(bench.teacher)
-    offline = json.loads((OUT / "setup.json").read_text())["offline_metrics"]
-    offline_tokens = float(offline.get("generated_tokens") or len(list(bench.offline.open())) * 4 * MAX_COMPLETION)
-    points = [0, *CHECKPOINTS]
+    offline_tokens = bench.offline_tokens()
     arms: dict[str, Any] = {}
     for arm in ARMS:
         runs = sorted((run for run in results if run["arm"] == arm), key=lambda run: run["seed"])
         if not runs:
             continue
-        curves = np.array([[start["student"]["mean"], *(run["held_out"][str(step)]["mean"] for step in CHECKPOINTS)] for run in runs])
-        levels = {level: float(np.mean([run["held_out"][str(STEPS)][level] for run in runs])) for level in map(str, range(1, 7))}
+        checkpoints = ARMS[arm].checkpoints
+        curves = np.array([[start["student"]["mean"], *(run["held_out"][str(step)]["mean"] for step in checkpoints)] for run in runs])
+        levels = {level: float(np.mean([run["held_out"][str(checkpoints[-1])][level] for run in runs])) for level in map(str, range(1, 7))}
         student_flops, teacher_flops = zip(*(flops(run, student_params, teacher_params, offline_tokens) for run in runs))
-        arms[arm] = {"seeds": [run["seed"] for run in runs], "curve_mean": list(curves.mean(0)), "curve_std": list(curves.std(0, ddof=1)) if len(runs) > 1 else None,
+        arms[arm] = {"seeds": [run["seed"] for run in runs], "points": [0, *checkpoints], "curve_mean": list(curves.mean(0)), "curve_std": list(curves.std(0, ddof=1)) if len(runs) > 1 else None,
                      "curves": curves.tolist(), "final_by_level": levels,
                      "student_flops": float(np.mean([values[-1] for values in student_flops])),
                      "teacher_flops": float(np.mean([values[-1] for values in teacher_flops])),
                      "per_run_flops": [(list(s), list(t)) for s, t in zip(student_flops, teacher_flops)],
+                     "upfront_flops": 2.0 * teacher_params * offline_tokens if ARMS[arm].kind == "sft" else 0.0,
                      "wall_seconds": float(np.mean([run["wall_seconds"] for run in runs])),
                      "loss": [[entry["loss"] for entry in run["steps"]] for run in runs]}
     if "grpo" in arms:  # the cost of reaching GRPO's final (seed-mean) accuracy, per seed, as a ratio to GRPO's whole run
@@ -245,7 +270,7 @@ def summarise(bench: Bench, results: list[dict[str, Any]]) -> dict[str, Any]:
         for summary in arms.values():
             ratios = []
             for curve, (student_curve, teacher_curve) in zip(summary["curves"], summary["per_run_flops"]):
-                step = first_reach(points, list(curve), target)
+                step = first_reach(summary["points"], list(curve), target)
                 if step is None:
                     ratios.append(None)
                     continue
@@ -258,17 +283,21 @@ def summarise(bench: Bench, results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def markdown(summary: dict[str, Any]) -> str:
+    """One table per run length: the main arms (GRPO's budget), then the teacher-hacking arms."""
     lines = [f"Student {summary['parameters']['student']:,} parameters, teacher {summary['parameters']['teacher']:,}; held-out greedy pass@1 "
-             f"(300 problems): student start {summary['start']['student']['mean']:.3f}, teacher {summary['start']['teacher']['mean']:.3f}.", "",
-             "| arm | seeds | " + " | ".join(f"step {step}" for step in CHECKPOINTS) + " | L1-L6 at the end | student PFLOP | teacher PFLOP | "
-             "to GRPO's final: step, student compute / GRPO's, with teacher's |", "|---|---|" + "---:|" * (len(CHECKPOINTS) + 4)]
-    for arm, values in summary["arms"].items():
-        std = values["curve_std"] or [0.0] * len(values["curve_mean"])
-        reach = "; ".join("-" if ratio is None else f"{ratio['step']:.0f}, {ratio['student']:.2f}x, {ratio['with_teacher']:.2f}x"
-                          for ratio in values.get("to_grpo_final", []))
-        lines.append(f"| {arm} | {len(values['seeds'])} | " + " | ".join(f"{mean:.3f} ± {sd:.3f}" for mean, sd in zip(values["curve_mean"][1:], std[1:]))
-                     + f" | {' '.join(f'{v:.2f}' for v in values['final_by_level'].values())} | {values['student_flops'] / 1e15:.3f} | "
-                     f"{values['teacher_flops'] / 1e15:.3f} | {reach or '-'} |")
+             f"(300 problems): student start {summary['start']['student']['mean']:.3f}, teacher {summary['start']['teacher']['mean']:.3f}."]
+    for steps in sorted({len(values["points"]) and values["points"][-1] for values in summary["arms"].values()}):
+        group = {arm: values for arm, values in summary["arms"].items() if values["points"][-1] == steps}
+        points = next(iter(group.values()))["points"][1:]
+        lines += ["", "| arm | seeds | " + " | ".join(f"step {step}" for step in points) + " | L1-L6 at the end | student TFLOP | teacher TFLOP | "
+                  "to GRPO's final: step, student compute / GRPO's, with teacher's (per seed) |", "|---|---|" + "---:|" * (len(points) + 4)]
+        for arm, values in group.items():
+            std = values["curve_std"] or [0.0] * len(values["curve_mean"])
+            reach = "; ".join("-" if ratio is None else f"{ratio['step']:.0f}, {ratio['student']:.2f}x, {ratio['with_teacher']:.2f}x"
+                              for ratio in values.get("to_grpo_final", []))
+            lines.append(f"| {arm} | {len(values['seeds'])} | " + " | ".join(f"{mean:.3f} ± {sd:.3f}" for mean, sd in zip(values["curve_mean"][1:], std[1:]))
+                         + f" | {' '.join(f'{v:.2f}' for v in values['final_by_level'].values())} | {values['student_flops'] / 1e12:.1f} | "
+                         f"{values['teacher_flops'] / 1e12:.1f} | {reach or '-'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -278,17 +307,19 @@ def plot(summary: dict[str, Any], path: Path, hacking_path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = [0, *CHECKPOINTS]
     figure, (by_step, by_flops) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for arm, values in summary["arms"].items():
-        mean = np.array(values["curve_mean"])
+    for arm in MAIN_ARMS:
+        if arm not in summary["arms"]:
+            continue
+        values = summary["arms"][arm]
+        points, mean = values["points"], np.array(values["curve_mean"])
         line, = by_step.plot(points, mean, marker="o", label=arm)
         if values["curve_std"]:
             by_step.fill_between(points, mean - values["curve_std"], mean + values["curve_std"], color=line.get_color(), alpha=0.15)
         student, teacher = values["per_run_flops"][0]
-        total = [0.0] + [student[min(step, len(student)) - 1] + teacher[min(step, len(teacher)) - 1] for step in CHECKPOINTS]
-        by_flops.plot(np.array(total) / 1e15, mean, marker="o", label=arm, color=line.get_color())
-    for axis, label in ((by_step, "student training step"), (by_flops, "student + teacher PFLOP (seed 0's count)")):
+        total = [values["upfront_flops"]] + [student[min(step, len(student)) - 1] + teacher[min(step, len(teacher)) - 1] for step in points[1:]]
+        by_flops.plot(np.array(total) / 1e12, mean, marker="o", label=arm, color=line.get_color())
+    for axis, label in ((by_step, "student training step"), (by_flops, "student + teacher TFLOP (the first seed's count)")):
         axis.axhline(summary["start"]["teacher"]["mean"], color="grey", linestyle="--", linewidth=1, label="teacher")
         axis.set_xlabel(label)
         axis.set_ylabel("held-out pass@1 (300 problems)")
@@ -299,18 +330,22 @@ def plot(summary: dict[str, Any], path: Path, hacking_path: Path) -> None:
     plt.close(figure)
     # Teacher hacking: does held-out accuracy stall while the distillation loss keeps falling (offline), or not (online)?
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for axis, arm in zip(axes, ("seq_kd", "reverse_kl")):
-        if arm not in summary["arms"]:
-            continue
-        values = summary["arms"][arm]
-        loss = np.array([run[:STEPS] for run in values["loss"] if len(run) >= STEPS]).mean(0)
-        axis.plot(range(1, len(loss) + 1), loss, color="tab:red", alpha=0.7, label="distillation loss (seed mean)")
+    for axis, (offline, online) in zip(axes, (("seq_kd", "reverse_kl"), ("seq_kd_long", "reverse_kl_long"))):
+        loss_axis = axis.twinx()
+        loss_axis.set_ylabel("training loss / its first 5 steps' mean (thin lines)")
+        for arm, colour in ((offline, "tab:red"), (online, "tab:blue")):
+            if arm not in summary["arms"]:
+                continue
+            values = summary["arms"][arm]
+            steps = values["points"][-1]
+            loss = np.array([run[:steps] for run in values["loss"] if len(run) >= steps]).mean(0)
+            loss_axis.plot(range(1, len(loss) + 1), loss / loss[:5].mean(), color=colour, alpha=0.35, linewidth=1)
+            axis.plot(values["points"], values["curve_mean"], marker="o", color=colour,
+                      label=f"{arm}: held-out pass@1" + (" (offline: SFT on fixed teacher samples)" if arm.startswith("seq_kd") else " (online)"))
         axis.set_xlabel("student step")
-        axis.set_ylabel("loss", color="tab:red")
-        twin = axis.twinx()
-        twin.plot(points, values["curve_mean"], marker="o", color="tab:blue", label="held-out pass@1")
-        twin.set_ylabel("held-out pass@1", color="tab:blue")
-        axis.set_title({"seq_kd": "offline: SFT on a fixed set of teacher samples", "reverse_kl": "online: on-policy reverse KL"}[arm])
+        axis.set_ylabel("held-out pass@1 (seed mean)")
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=7, loc="lower right")
     figure.tight_layout()
     figure.savefig(hacking_path, dpi=110)
     plt.close(figure)
@@ -318,26 +353,34 @@ def plot(summary: dict[str, Any], path: Path, hacking_path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS), help="default: all, the teacher-hacking (long) arms last")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--work-dir", default=str(REPO / "runs" / "bench_distill"))
     parser.add_argument("--threads", type=int, default=1, help="OMP threads per process (1: fastest on a shared 2-core machine)")
+    parser.add_argument("--summary-only", action="store_true", help="rebuild the summary from the cached runs; train nothing")
     options = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(options.threads))
     bench = Bench(options)
     bench.start_accuracy()
+    if options.summary_only:
+        print(write_summary(bench), flush=True)
+        return
     # Most telling first: seed 0 of every arm, then the other seeds.
     for seed in sorted(options.seeds, key=lambda seed: seed != options.seeds[0]):
         for arm in options.arms:
             bench.run(arm, seed)
-            results = [json.loads(path.read_text()) for path in sorted(bench.runs.glob("*_seed*.json"))]
-            summary = summarise(bench, results)
-            out = bench.runs.parent
-            write_json(out / "distill.json", summary)
-            (out / "table.md").write_text(markdown(summary))
-            plot(summary, out / "distill.png", out / "teacher_hacking.png")
-            print(markdown(summary), flush=True)
+            print(write_summary(bench), flush=True)
 
+
+def write_summary(bench: Bench) -> str:
+    """distill.json, table.md and the two plots from every cached run; the table's text."""
+    summary = summarise(bench, [json.loads(path.read_text()) for path in sorted(bench.runs.glob("*_seed*.json"))])
+    out = bench.runs.parent
+    write_json(out / "distill.json", summary)
+    table = markdown(summary)
+    (out / "table.md").write_text(table)
+    plot(summary, out / "distill.png", out / "teacher_hacking.png")
+    return table
 
 if __name__ == "__main__":
     main()
