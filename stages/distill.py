@@ -22,7 +22,7 @@ from typing import Any
 
 from stages import common
 from stages.arguments import StageFile
-from stages.preflight import Unmet, block_requirement, missing_eval_data
+from stages.preflight import Unmet, block_requirement, lora_targets, missing_eval_data
 
 CURVES = ["loss", "reward", "completions/mean_length", "completions/clipped_ratio"]
 
@@ -39,6 +39,8 @@ def preflight(stage: StageFile, config: Any) -> Unmet | None:
     of a config that builds."""
     if config.teacher_model_name_or_path is not None:
         return "args.teacher_model_name_or_path", "set by gradus from the stage's teacher: field; name the teacher there"
+    if "lm_head" in lora_targets(stage):
+        return "peft.target_modules", "DistillationTrainer cannot train a LoRA adapter on lm_head (its loss reads lm_head.weight directly)"
     if stage.curriculum is not None:
         from stages.curriculum.trl_wiring import unmet_requirement
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 
 import data_recipes
 
@@ -162,3 +163,23 @@ def test_on_policy_distillation_from_the_bench_teacher_raises_the_students_held_
     assert result.returncode == 0, result.stdout[-3000:]
     before, after = (json.loads((tmp_path / "run" / name / "metrics.json").read_text())["accuracy"] for name in ("before", "after"))
     assert after >= before + 0.1, (before, after)
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"peft": {"r": 4, "target_modules": ["q_proj", "lm_head"]}}, "field 'peft.target_modules': DistillationTrainer cannot train a LoRA adapter on lm_head"),
+    ({"args": {"teacher_model_name_or_path": "some/teacher"}}, "field 'args.teacher_model_name_or_path': set by gradus from the stage's teacher: field"),
+    ({"args": {"ignore_data_skip": True}}, "field 'args.ignore_data_skip': curriculum: a curriculum needs false"),
+    ({"args": {"betta": 0.5}}, "field 'args.betta': not a field of DistillationConfig (did you mean 'beta'?)"),
+])
+def test_what_distillation_trainer_or_its_curriculum_would_refuse_is_a_preflight_problem(tmp_path, change, expected):
+    from pipeline.plan import make_plan
+    from stages.preflight import check
+
+    path = manifest(tmp_path)
+    raw = yaml.safe_load(path.read_text())
+    stage = raw["stages"][2]
+    for key, value in change.items():
+        stage[key] = {**stage.get(key, {}), **value}
+    planned = next(stage for stage in make_plan(load_manifest(write_manifest(path, raw))).stages if stage.kind == "distill")
+    problem = check(planned.resolved)
+    assert problem is not None and expected in f"field '{problem.field}': {problem.message}"
