@@ -11,7 +11,7 @@ import numpy as np
 from stages.arguments import CurriculumArgs
 from stages.curriculum.sampler import CurriculumSampler, RepeatLayout
 from rewards.wrapping import is_async
-from stages.curriculum.trl_wiring import GRPOCurriculum, ScoreFeedback
+from stages.curriculum.training import GRPOCurriculum, ScoreFeedback
 
 LEVELS = [1, 1, 2, 2]
 
@@ -61,3 +61,4 @@ def test_grpo_wiring_wraps_only_the_signal_reward_and_indexes_the_data(tmp_path)
     assert [type(reward).__name__ for reward in curriculum.rewards] == ["function", "ScoreFeedback"]
     assert curriculum.train_dataset["curriculum_index"] == list(range(8))
     assert curriculum.sampler.layout == RepeatLayout(2, 2, 1) and curriculum.sampler.evidence.planned_generations == 10
+
