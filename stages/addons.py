@@ -3,9 +3,10 @@
 A grpo stage's `curriculum:` block brings the curriculum (stages/curriculum/training.py) and, with
 `dynamic_sampling: true`, dynamic sampling (stages/curriculum/dynamic_sampling.py); its `relift:` block
 brings ReLIFT (stages/relift.py). Each is a `TrainerAddon`, built on the training data and rewards the
-add-on before it hands on, so the stage applies them in a loop and never wires one by hand; a new
-add-on costs its module and one line in the stage that offers it. The couplings they need inside TRL
-live in stages/trl_hooks.py, not here.
+add-on before it hands on, so the stage applies them in a loop and never wires one by hand: on the
+trainer's side a new add-on costs its module and its build in the stage that offers it (the README's
+layout section lists the schema and manifest lines a block needs besides). The couplings they need
+inside TRL live in stages/trl_hooks.py, not here.
 
 The two things most add-ons do to the trainer's inputs are written once, here: `with_index_column`
 adds the row index as a column (a reward sees the columns, so its scores lead back to their rows), and
