@@ -23,7 +23,7 @@ log = logging.getLogger("gradus")
 
 # Warnings that say nothing a gradus user can act on, filtered one by one. Everything else TRL and
 # transformers announce (deprecations, changed defaults) stays visible: those are how a change that
-# breaks stages/curriculum/trl_wiring.py's couplings shows up first.
+# breaks stages/trl_hooks.py's couplings shows up first.
 QUIET_WARNINGS = (
     (FutureWarning, r"`gradient_checkpointing` is deprecated"),  # TRL configs still set the old name themselves
 )

@@ -13,7 +13,8 @@ right, so where the stage lists rewards each on-policy sample is scored as it is
 carries `reward` and `rewards/<name>/mean`: the student's own pass rate, step by step, without an eval.
 They train nothing, unless a `curriculum:` block makes the signal reward's scores its evidence (TAPIR's
 idea, with the student's pass rate as the signal): the curriculum sampler then draws the prompts, as in a
-grpo stage (stages/curriculum/), with one completion per prompt, and its state is kept in every checkpoint.
+grpo stage (the add-on in stages/curriculum/training.py), with one completion per prompt, and its state is kept in
+every checkpoint.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from stages import common
+from stages.addons import TrainerAddon, handed_on, trainer_class_with
 from stages.arguments import StageFile
 from stages.preflight import Unmet, block_requirement, lora_targets, missing_eval_data
 
@@ -34,17 +36,23 @@ def trainer_args(stage: StageFile, planned_world_size: int | None = None) -> Any
     return common.training_args(DistillationConfig, stage, planned_world_size)
 
 
+def addon_classes() -> tuple[type[TrainerAddon], ...]:
+    """The add-ons a distill stage offers (imported here: they need TRL): the curriculum, drawing the prompts."""
+    from stages.curriculum.training import GRPOCurriculum
+
+    return (GRPOCurriculum,)
+
+
 def preflight(stage: StageFile, config: Any) -> Unmet | None:
-    """What DistillationTrainer, or gradus's curriculum wiring, would refuse, or do other than the manifest says,
-    of a config that builds."""
+    """What DistillationTrainer or the stage's add-ons would refuse, or do other than the manifest says, of a config
+    that builds; the preflight asks before launch (stages/kinds.py), so the refusal comes at plan time."""
     if config.teacher_model_name_or_path is not None:
         return "args.teacher_model_name_or_path", "set by gradus from the stage's teacher: field; name the teacher there"
     if "lm_head" in lora_targets(stage):
         return "peft.target_modules", "DistillationTrainer cannot train a LoRA adapter on lm_head (its loss reads lm_head.weight directly)"
-    if stage.curriculum is not None:
-        from stages.curriculum.trl_wiring import unmet_requirement
-
-        unmet = block_requirement("curriculum", unmet_requirement(config, stage.curriculum))
+    for addon in addon_classes():
+        args = getattr(stage, addon.block)
+        unmet = block_requirement(addon.block, addon.unmet_requirement(args, config)) if args is not None else None
         if unmet:
             return unmet
     return missing_eval_data(stage, config)
@@ -54,17 +62,18 @@ def run(stage: StageFile) -> None:
     from trl import DistillationTrainer
 
     import rewards
-    from stages.curriculum.trl_wiring import GRPOCurriculum, distillation_layout, scoring_on_policy
+    from stages.trl_hooks import distillation_layout, scoring_on_policy
 
+    (GRPOCurriculum,) = addon_classes()  # noqa: N806 (the class, imported late)
     reward_functions = [rewards.build(reward.name, reward.options) for reward in stage.rewards]
     args = trainer_args(stage)
     train_dataset = common.load_training_data(stage)
-    trainer_class, trainer_rewards, callbacks, curriculum = DistillationTrainer, reward_functions, [], None
+    addons: list[TrainerAddon] = []
     if stage.curriculum is not None:
-        curriculum = GRPOCurriculum.build(stage.curriculum, args, train_dataset, reward_functions, stage.stage_dir, layout_of=distillation_layout)
-        trainer_class = curriculum.trainer_class(DistillationTrainer)
-        train_dataset, trainer_rewards, callbacks = curriculum.train_dataset, curriculum.rewards, [curriculum.callback]
-    trainer = scoring_on_policy(trainer_class, trainer_rewards, [reward.weight for reward in stage.rewards])(
+        layout = distillation_layout(args, args.world_size)
+        addons.append(GRPOCurriculum.build(stage.curriculum, args, train_dataset, reward_functions, stage.stage_dir, layout=layout))
+    train_dataset, scorers = handed_on(addons, train_dataset, reward_functions)
+    trainer = scoring_on_policy(trainer_class_with(DistillationTrainer, addons), scorers, [reward.weight for reward in stage.rewards])(
         model=stage.model_path,
         teacher_model=stage.teacher_path,
         args=args,
@@ -72,8 +81,10 @@ def run(stage: StageFile) -> None:
         eval_dataset=common.load_data(stage.eval_data) if stage.eval_data else None,
         processing_class=common.load_tokenizer(stage.model_path),
         peft_config=common.peft_config(stage),
-        callbacks=callbacks,
+        callbacks=[callback for addon in addons for callback in addon.callbacks],
     )
+    for addon in addons:
+        addon.attach(trainer)
     metrics = common.train_and_save(trainer, stage, CURVES)
     history = trainer.state.log_history
     losses = [entry["loss"] for entry in history if "loss" in entry]
@@ -87,8 +98,8 @@ def run(stage: StageFile) -> None:
     if reward_functions:
         metrics["reward_errors"] = {fn.__name__: fn.errors for fn in reward_functions}
         metrics["rewards"] = {fn.__name__: fn.metrics() for fn in reward_functions}
-    if curriculum is not None:
-        metrics["curriculum"] = curriculum.summary()
+    for addon in addons:
+        metrics[addon.block] = addon.summary()
     common.finish(stage, metrics)
 
 

@@ -7,10 +7,14 @@ killing the run, and their `weight`s become `GRPOConfig.reward_weights` unless `
 TRL itself logs each reward's mean (`rewards/<name>/mean`) and the fraction of groups whose rewards
 all tie (`frac_reward_zero_std`: no learning signal); both land in the metrics and the PNG.
 
+The blocks below add to the trainer through add-ons (stages/addons.py), which the stage builds in order
+and applies in one loop; their preflight refusals and metrics summaries go through the same loop.
+
 A `curriculum:` block swaps TRL's prompt sampler for the curriculum's (stages/curriculum/): the
 trainer draws prompts from it, the signal reward reports its scores to it, and a callback keeps its
 state in every checkpoint and writes curriculum.csv / curriculum.png; the final bucket shares land
-in the metrics under `curriculum`.
+in the metrics under `curriculum`. With `dynamic_sampling: true` a second add-on replaces the groups
+that carry no signal before TRL trains on them (stages/curriculum/dynamic_sampling.py).
 
 A `relift:` block (stages/relift.py) adds ReLIFT's interleaved SFT: prompts whose whole group fails the
 signal reward wait in a hard buffer, and once it holds a batch the stage takes an SFT step on their
@@ -20,9 +24,11 @@ and the metrics a summary under `relift`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from stages import common
+from stages.addons import TrainerAddon, handed_on, trainer_class_with
 from stages.arguments import StageFile
 from stages.preflight import Unmet, block_requirement, lora_targets, missing_eval_data
 
@@ -42,23 +48,38 @@ def trainer_args(stage: StageFile, planned_world_size: int | None = None) -> Any
     return common.training_args(GRPOConfig, stage, planned_world_size, reward_weights=[reward.weight for reward in stage.rewards])
 
 
+def addon_classes() -> tuple[type[TrainerAddon], ...]:
+    """The add-ons a grpo stage offers, in the order they are built (imported here: they need TRL)."""
+    from stages.curriculum.dynamic_sampling import DynamicSampling
+    from stages.curriculum.training import GRPOCurriculum
+    from stages.relift import GRPORelift
+
+    return GRPOCurriculum, DynamicSampling, GRPORelift
+
+
+def build_addons(stage: StageFile, config: Any, train_dataset: Any, rewards: list[Callable]) -> list[TrainerAddon]:
+    """The add-ons this stage's blocks switch on, each built on the data and rewards the one before hands on."""
+    GRPOCurriculum, DynamicSampling, GRPORelift = addon_classes()  # noqa: N806 (the classes, imported late)
+    addons: list[TrainerAddon] = []
+    if stage.curriculum is not None:
+        addons.append(GRPOCurriculum.build(stage.curriculum, config, train_dataset, rewards, stage.stage_dir))
+        if stage.curriculum.dynamic_sampling:
+            addons.append(DynamicSampling.build(addons[-1], config))
+    if stage.relift is not None:
+        addons.append(GRPORelift.build(stage.relift, config, *handed_on(addons, train_dataset, rewards)))
+    return addons
+
+
 def preflight(stage: StageFile, config: Any) -> Unmet | None:
-    """What GRPOTrainer and gradus's GRPO wiring (curriculum, relift) would refuse of a config that builds;
+    """What GRPOTrainer and the stage's add-ons (curriculum, dynamic sampling, relift) would refuse of a config that builds;
     the preflight asks before launch (stages/kinds.py), so the refusal comes at plan time."""
     if "lm_head" in lora_targets(stage):
         return "peft.target_modules", "GRPOTrainer cannot train a LoRA adapter on lm_head (it reads lm_head.weight directly)"
     if config.reward_weights is not None and len(config.reward_weights) != len(stage.rewards):
         return "args.reward_weights", f"{len(config.reward_weights)} weights for {len(stage.rewards)} rewards; set each reward's weight instead"
-    if stage.curriculum is not None:
-        from stages.curriculum.trl_wiring import unmet_requirement
-
-        unmet = block_requirement("curriculum", unmet_requirement(config, stage.curriculum))
-        if unmet:
-            return unmet
-    if stage.relift is not None:
-        from stages.relift import unmet_requirement as relift_unmet
-
-        unmet = block_requirement("relift", relift_unmet(config))
+    for addon in addon_classes():
+        args = getattr(stage, addon.block)
+        unmet = block_requirement(addon.block, addon.unmet_requirement(args, config)) if args is not None else None
         if unmet:
             return unmet
     return missing_eval_data(stage, config)
@@ -72,20 +93,9 @@ def run(stage: StageFile) -> None:
     reward_functions = [rewards.build(reward.name, reward.options) for reward in stage.rewards]
     args = trainer_args(stage)
     train_dataset = common.load_training_data(stage)
-    trainer_class, trainer_rewards, callbacks, curriculum = GRPOTrainer, reward_functions, [], None
-    if stage.curriculum is not None:
-        from stages.curriculum.trl_wiring import GRPOCurriculum
-
-        curriculum = GRPOCurriculum.build(stage.curriculum, args, train_dataset, reward_functions, stage.stage_dir)
-        trainer_class = curriculum.trainer_class(GRPOTrainer)
-        train_dataset, trainer_rewards, callbacks = curriculum.train_dataset, curriculum.rewards, [curriculum.callback]
-    relift = None
-    if stage.relift is not None:
-        from stages.relift import GRPORelift
-
-        relift = GRPORelift.build(stage.relift, args, train_dataset, trainer_rewards)
-        train_dataset, trainer_rewards, callbacks = relift.train_dataset, relift.rewards, [*callbacks, relift.callback]
-    trainer = trainer_class(
+    addons = build_addons(stage, args, train_dataset, reward_functions)
+    train_dataset, trainer_rewards = handed_on(addons, train_dataset, reward_functions)
+    trainer = trainer_class_with(GRPOTrainer, addons)(
         model=stage.model_path,
         reward_funcs=trainer_rewards,
         args=args,
@@ -93,10 +103,10 @@ def run(stage: StageFile) -> None:
         eval_dataset=common.load_data(stage.eval_data) if stage.eval_data else None,
         processing_class=common.load_tokenizer(stage.model_path),
         peft_config=common.peft_config(stage),
-        callbacks=callbacks,
+        callbacks=[callback for addon in addons for callback in addon.callbacks],
     )
-    if relift is not None:
-        relift.attach(trainer)
+    for addon in addons:
+        addon.attach(trainer)
     metrics = common.train_and_save(trainer, stage, CURVES)
     history = trainer.state.log_history
     metrics["first_reward"] = next((entry["reward"] for entry in history if "reward" in entry), None)
@@ -108,10 +118,10 @@ def run(stage: StageFile) -> None:
     metrics["reward_errors"] = {fn.__name__: fn.errors for fn in reward_functions}
     # Per reward, what it could not score on this rank: rows that raised, golds that are not math (math_accuracy).
     metrics["rewards"] = {fn.__name__: fn.metrics() for fn in reward_functions}
-    if curriculum is not None:
-        metrics["curriculum"] = curriculum.summary()
-    if relift is not None:
-        metrics["relift"] = relift.summary()
+    for addon in addons:
+        summary = addon.summary()
+        if summary is not None:
+            metrics[addon.block] = summary
     common.finish(stage, metrics)
 
 

@@ -10,10 +10,11 @@ solves to each SFT step: on a small model, SFT on the hardest prompts alone over
 `lr_scheduler_type` decays the SFT steps' rate to 0 over the stage: large early steps teach the format GRPO
 cannot find, and the small late ones leave GRPO to sharpen what was learned (BENCHMARKS.md, "ReLIFT").
 
-How it fits TRL (the couplings are pinned in tests/curriculum/test_trl_contract.py):
+How it fits TRL (through stages/trl_hooks.py, whose couplings tests/curriculum/test_trl_contract.py pins),
+as a grpo add-on (stages/addons.py):
 
 * `FailedGroups` wraps the signal reward as the curriculum's `ScoreFeedback` does (both are
-  `GatheredScores`): on training batches (they carry the `relift_index` column) it all-gathers (row,
+  `trl_hooks.GatheredScores`): on training batches (they carry the `relift_index` column) it all-gathers (row,
   score) pairs, so every rank records the same failed prompts in the same order: the buffers of all
   ranks stay identical without any other exchange.
 * `ReliftCallback.on_step_end` runs after HF's optimizer step and before its checkpoint save. It takes
@@ -39,7 +40,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -47,8 +48,9 @@ from accelerate.utils import gather_object
 from transformers import TrainerCallback
 
 from launch.atomic import replacing
+from stages.addons import signal_reward, with_index_column, wrap_signal_reward
 from stages.arguments import RELIFT_INDEX_COLUMN, ReliftArgs
-from stages.curriculum.trl_wiring import GatheredScores, checkpoint_file, log_train_metric
+from stages.trl_hooks import GatheredScores, checkpoint_file, log_train_metric, unwrapped_optimizer
 
 STATE_FILE = "relift_state.npz"
 OPTIMIZER_FILE = "relift_optimizer.pt"  # the SFT steps' AdamW state, from the first SFT step on
@@ -266,8 +268,7 @@ class ReliftCallback(TrainerCallback):
         is unset, else `learning_rate` held or decayed to 0 at `max_steps`. A function of the step alone, so a
         resumed run takes the same steps with nothing more saved."""
         if self.args.learning_rate is None:
-            grpo_optimizer = getattr(self.trainer.optimizer, "optimizer", self.trainer.optimizer)
-            return grpo_optimizer.param_groups[0]["lr"]
+            return unwrapped_optimizer(self.trainer.optimizer).param_groups[0]["lr"]
         progress = min(step / max_steps, 1.0)
         decay = {"constant": 1.0, "linear": 1.0 - progress, "cosine": 0.5 * (1.0 + math.cos(math.pi * progress))}
         return self.args.learning_rate * decay[self.args.lr_scheduler_type]
@@ -295,45 +296,52 @@ class ReliftCallback(TrainerCallback):
         return float(accelerator.reduce(loss.detach(), reduction="mean"))
 
 
-def unmet_requirement(grpo_args: Any) -> str | None:
-    """What relift needs of the GRPOConfig and does not get, as "field: why", or None. The preflight asks
-    at plan time; the manifest checks the launch profile and the SFT batch against the process count."""
-    if grpo_args.remove_unused_columns:
-        return "args.remove_unused_columns: relift needs false (its reward reads the relift_index column)"
-    if grpo_args.fp16:
-        return "args.fp16: relift supports fp32 and bf16 (its SFT step steps its optimizer without a loss scaler)"
-    if grpo_args.deepspeed or grpo_args.deepspeed_plugin is not None:
-        return "args.deepspeed: relift runs on one process or DDP (its SFT step runs its own optimizer outside DeepSpeed's engine)"
-    return None
-
-
 @dataclass
 class GRPORelift:
-    """What a grpo stage swaps in for `relift:`: the data with its `relift_index` column, the rewards with
-    the signal one wrapped, the buffer and the callback."""
+    """The relift add-on (stages/addons.py): the data with its `relift_index` column, the rewards with
+    the signal one wrapped in `FailedGroups`, the buffer and the callback that takes the SFT steps."""
 
+    block: ClassVar[str] = "relift"
     args: ReliftArgs
     buffer: HardBuffer
     train_dataset: Any
     rewards: list[Callable]
     callback: ReliftCallback
 
+    @property
+    def callbacks(self) -> list[Any]:
+        """Its one callback: the callback that takes the SFT steps and keeps the buffer."""
+        return [self.callback]
+
+    @classmethod
+    def unmet_requirement(cls, args: ReliftArgs, config: Any) -> str | None:
+        """What relift needs of the GRPOConfig and does not get, as "field: why", or None. The preflight asks
+        at plan time; the manifest checks the launch profile and the SFT batch against the process count."""
+        if config.remove_unused_columns:
+            return "args.remove_unused_columns: relift needs false (its reward reads the relift_index column)"
+        if config.fp16:
+            return "args.fp16: relift supports fp32 and bf16 (its SFT step steps its optimizer without a loss scaler)"
+        if config.deepspeed or config.deepspeed_plugin is not None:
+            return "args.deepspeed: relift runs on one process or DDP (its SFT step runs its own optimizer outside DeepSpeed's engine)"
+        return None
+
     @classmethod
     def build(cls, spec: ReliftArgs | dict[str, Any], grpo_args: Any, train_dataset: Any, rewards: list[Callable]) -> GRPORelift:
         args = ReliftArgs.model_validate(spec)
-        unmet = unmet_requirement(grpo_args)
+        unmet = cls.unmet_requirement(args, grpo_args)
         if unmet:
             raise ValueError(unmet)
         if args.sft_batch_size % grpo_args.world_size:  # the manifest checks it against the planned launch; this is the real one
             raise ValueError(f"relift.sft_batch_size {args.sft_batch_size} must be a multiple of the {grpo_args.world_size} processes")
-        names = [reward.__name__ for reward in rewards]
-        signal = args.signal_reward or names[0]
-        if signal not in names:
-            raise ValueError(f"relift signal_reward {signal!r} is not one of the stage's rewards: {', '.join(names)}")
+        signal = signal_reward(rewards, args.signal_reward, cls.block)
         buffer = HardBuffer(len(train_dataset), args.pass_threshold)
-        wrapped = [FailedGroups(reward, buffer) if reward.__name__ == signal else reward for reward in rewards]
-        indexed = train_dataset.add_column(RELIFT_INDEX_COLUMN, np.arange(len(train_dataset)))
+        wrapped = wrap_signal_reward(rewards, signal, lambda reward: FailedGroups(reward, buffer))
+        indexed = with_index_column(train_dataset, RELIFT_INDEX_COLUMN)
         return cls(args, buffer, indexed, wrapped, ReliftCallback(args, buffer, indexed))
+
+    def trainer_class(self, base: type) -> type:
+        """`base` unchanged: relift acts from its callback, between the trainer's steps."""
+        return base
 
     def attach(self, trainer: Any) -> None:
         """Give the callback the trainer whose model and optimizer its SFT steps use."""

@@ -9,7 +9,8 @@ A `curriculum: {strategy: ordered}` block orders the rows easy to hard by a diff
 (competence pacing, Platanios et al. 2019: the easiest c(t) of the data is admitted at step t, c
 growing from `start_competence` to all of it over `ramp_fraction` of the stage); the column travels
 with the rows through TRL's tokenisation and the sampler is checkpointed, so a resumed stage continues
-the same order (stages/curriculum/trl_wiring.py, `attach_to_sft`).
+the same order (stages/curriculum/training.py, `attach_to_sft`; the sampler override is
+stages/trl_hooks.py's `sft_trainer_class`).
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def run(stage: StageFile) -> None:
 
     trainer_class = SFTTrainer
     if stage.curriculum is not None:
-        from stages.curriculum.trl_wiring import attach_to_sft, sft_trainer_class
+        from stages.curriculum.training import attach_to_sft
+        from stages.trl_hooks import sft_trainer_class
 
         trainer_class = sft_trainer_class(SFTTrainer)
     train_dataset = common.load_training_data(stage)

@@ -1,13 +1,18 @@
 """Adaptive-difficulty curriculum: one sampler that decides which prompts a stage trains on next
 (GRPO's prompts, on-policy DPO's rounds, SFT's order).
 
-Four modules, by what they depend on:
+Six modules, by what they depend on:
 
 * `strategies.py` (numpy only): buckets, the evidence, the strategies;
 * `sampler.py` (+ torch): the index stream in TRL's contract, with exact resume;
 * `rounds.py`: the sampler for a stage that works in rounds (on-policy DPO);
-* `trl_wiring.py` (+ TRL, transformers): the trainer overrides, the reward feedback, dynamic sampling,
-  the checkpoint callback; every coupling to a private TRL or transformers detail lives there.
+* `callback.py` (+ transformers): the sampler's state in every checkpoint, curriculum.csv and .png;
+* `training.py`: the curriculum add-on (stages/addons.py) of a trainer drawing through TRL's
+  `RepeatSampler` (grpo, and any stage that passes its own layout), its reward feedback, and SFT's sampler;
+* `dynamic_sampling.py`: the grpo add-on that replaces groups without signal (below).
+
+None of them touches a private detail of TRL, transformers or accelerate: those couplings all live in
+stages/trl_hooks.py, pinned by tests/curriculum/test_trl_contract.py.
 
 What it is made of, in the order the data flows:
 
@@ -57,11 +62,11 @@ itself regenerates that batch on resume, and the curriculum records the regenera
 Dynamic sampling (`dynamic_sampling: true`, with any strategy; DAPO, and SPEED-RL's screening with
 `screen_generations`): groups whose signal rewards all tie are dropped before TRL sees the batch and
 replaced by prompts the strategy draws (`CurriculumSampler.draw_replacements`), the extra generations
-counted in the logs; see `trl_wiring.DynamicSampling`. The zero-advantage fraction TRL logs
+counted in the logs; see `dynamic_sampling.DynamicSampling`. The zero-advantage fraction TRL logs
 (`frac_reward_zero_std`) is the waste it removes, and the waste measure for everything else.
 
 Reuse: on-policy DPO's rounds draw their prompts from a `CurriculumSampler` with
 `RepeatLayout(1, prompts_per_round, 1)` and record the total scores of the completions they sample
 (`rounds.py`); SFT takes `strategy: ordered` (easy-to-hard pacing, which needs no scores), one chunk per
-dataloader step across processes (`trl_wiring.sft_trainer_class`).
+dataloader step across processes (`training.attach_to_sft`).
 """

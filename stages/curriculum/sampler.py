@@ -5,7 +5,7 @@ TRL's contract (`RepeatSampler`): the stream is made of chunks of `prompts_per_g
 prompts; each chunk is emitted `repeat_count` (= steps_per_generation x num_iterations) times, each
 prompt `num_generations` times in a row. One emitted copy of a chunk is one dataloader batch across all
 ranks (accelerate shards it), so a chunk is one generation batch. Nothing here imports TRL or
-transformers; `stages/curriculum/trl_wiring.py` derives the layout from a GRPOConfig.
+transformers; `stages/trl_hooks.py` derives the layout from a trainer's config.
 """
 
 from __future__ import annotations

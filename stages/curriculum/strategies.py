@@ -4,7 +4,7 @@
 prompt's latest pass rate, per-bucket moving averages of pass rate and mean |advantage|); a `Strategy`
 turns the evidence into bucket weights for the next generation batch (and, for `band`, per-prompt
 acceptance). The sampler that applies them, keeps TRL's index contract and resumes exactly is
-`stages/curriculum/sampler.py`; the TRL wiring is `stages/curriculum/trl_wiring.py`. The strategies and
+`stages/curriculum/sampler.py`; the trainers' wiring is `stages/curriculum/training.py`. The strategies and
 their sources are tabulated in `stages/curriculum/__init__.py`.
 """
 

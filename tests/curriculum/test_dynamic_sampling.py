@@ -16,7 +16,9 @@ import pytest
 
 from pipeline.manifest import TinyModelSpec
 from stages.arguments import CURRICULUM_INDEX_COLUMN
-from stages.curriculum.trl_wiring import GRPOCurriculum
+from stages.addons import trainer_class_with
+from stages.curriculum.dynamic_sampling import DynamicSampling
+from stages.curriculum.training import GRPOCurriculum
 from stages.models import build_tiny_model
 from tests.conftest import TINY_MODEL
 from tests.curriculum.planted_rewards import level_coin
@@ -72,7 +74,8 @@ def train(tiny_model: Path, stage_dir: Path, levels: list[int], **curriculum: ob
     curriculum = GRPOCurriculum.build(
         {"strategy": "uniform", "dynamic_sampling": True, **curriculum}, args, data, [signal, recorder], stage_dir,
     )
-    trainer = curriculum.trainer_class(GRPOTrainer)(
+    addons = [curriculum, DynamicSampling.build(curriculum, args)]
+    trainer = trainer_class_with(GRPOTrainer, addons)(
         model=str(tiny_model), reward_funcs=curriculum.rewards, args=args, train_dataset=curriculum.train_dataset,
         processing_class=common.load_tokenizer(str(tiny_model)), callbacks=[curriculum.callback],
     )

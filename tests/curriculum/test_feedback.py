@@ -11,7 +11,7 @@ import numpy as np
 from stages.arguments import CurriculumArgs
 from stages.curriculum.sampler import CurriculumSampler, RepeatLayout
 from rewards.wrapping import is_async
-from stages.curriculum.trl_wiring import GRPOCurriculum, ScoreFeedback
+from stages.curriculum.training import GRPOCurriculum, ScoreFeedback
 
 LEVELS = [1, 1, 2, 2]
 
@@ -61,3 +61,21 @@ def test_grpo_wiring_wraps_only_the_signal_reward_and_indexes_the_data(tmp_path)
     assert [type(reward).__name__ for reward in curriculum.rewards] == ["function", "ScoreFeedback"]
     assert curriculum.train_dataset["curriculum_index"] == list(range(8))
     assert curriculum.sampler.layout == RepeatLayout(2, 2, 1) and curriculum.sampler.evidence.planned_generations == 10
+
+
+def test_a_trainer_without_groups_builds_the_curriculum_from_its_own_layout_and_refuses_dynamic_sampling(tmp_path):
+    """On-policy distillation (no `num_generations`, no rewards of its own) takes the curriculum add-on
+    with `distillation_layout`; dynamic sampling, which replaces GRPO groups, says it needs them."""
+    from trl import DistillationConfig
+
+    from stages.curriculum.dynamic_sampling import DynamicSampling
+    from stages.trl_hooks import distillation_layout
+
+    config = DistillationConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, per_device_train_batch_size=2,
+                                gradient_accumulation_steps=2, max_steps=6, report_to="none")
+    data = datasets.Dataset.from_dict({"prompt": ["p"] * 16, "level": [1, 2] * 8})
+    curriculum = GRPOCurriculum.build({"strategy": "ordered"}, config, data, [half_right], tmp_path, layout=distillation_layout(config, 1))
+    assert curriculum.sampler.layout == RepeatLayout(1, 4, 2) and curriculum.sampler.evidence.planned_generations == 6
+    assert [type(reward).__name__ for reward in curriculum.rewards] == ["ScoreFeedback"]
+    assert DynamicSampling.unmet_requirement(CurriculumArgs(dynamic_sampling=True), config) == (
+        "curriculum.dynamic_sampling: dynamic sampling replaces GRPO groups, and a DistillationConfig has no num_generations")

@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader
 
 from stages.arguments import CurriculumArgs
 from stages.curriculum.sampler import CurriculumSampler, RepeatLayout
-from stages.curriculum.trl_wiring import CurriculumCallback, ScoreFeedback
+from stages.curriculum.callback import CurriculumCallback
+from stages.curriculum.training import ScoreFeedback
 
 LEVELS = np.repeat(np.arange(1, 7), 10)  # 60 prompts
 PASS_RATE = np.array([0, 0.9, 0.7, 0.5, 0.35, 0.2, 0.05])

@@ -1,6 +1,6 @@
-"""What `stages/curriculum/trl_wiring.py` relies on inside TRL and transformers, pinned to the installed TRL.
+"""What `stages/trl_hooks.py` relies on inside TRL, transformers and accelerate, pinned to the installed TRL.
 
-Each assertion is one coupling the wiring module names in its docstring. When TRL is upgraded this file
+Each assertion is one coupling the hooks module names in its docstring. When TRL is upgraded this file
 fails first and says which coupling to re-check; then move `CHECKED_WITH` to the new version.
 """
 
@@ -13,14 +13,15 @@ import trl
 from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import RepeatSampler
 
-from stages.curriculum.trl_wiring import checkpoint_file, grpo_layout, trainer_resume_position
+from stages.curriculum.sampler import RepeatLayout
+from stages.trl_hooks import checkpoint_file, distillation_layout, grpo_layout, trainer_resume_position, unwrapped_optimizer
 
 CHECKED_WITH = "1.16.0"
 
 
 def test_the_couplings_were_checked_against_the_installed_trl():
     assert trl.__version__ == CHECKED_WITH, (
-        f"trl {trl.__version__} is installed; stages/curriculum/trl_wiring.py was checked against {CHECKED_WITH}: "
+        f"trl {trl.__version__} is installed; stages/trl_hooks.py was checked against {CHECKED_WITH}: "
         "re-check every coupling listed in its docstring, then update CHECKED_WITH"
     )
 
@@ -40,9 +41,49 @@ def test_grpo_trainer_builds_its_sampler_in_the_overridden_method_as_grpo_layout
     assert "repeat_count" in inspect.signature(RepeatSampler).parameters
 
 
+def test_distillation_trainer_builds_its_sampler_as_distillation_layout_says():
+    """The curriculum add-on sizes its sampler for on-policy distillation with `distillation_layout`."""
+    from trl import DistillationConfig, DistillationTrainer
+
+    method = DistillationTrainer._get_train_sampler
+    assert list(inspect.signature(method).parameters) == ["self", "dataset"]
+    source = inspect.getsource(method)
+    assert "RepeatSampler(" in source and "mini_repeat_count=1," in source and "repeat_count=self.args.gradient_accumulation_steps," in source
+    assert ("generation_batch_size = (\n            self.args.per_device_train_batch_size\n            * self.accelerator.num_processes\n"
+            "            * self.args.gradient_accumulation_steps\n        )") in source and "batch_size=generation_batch_size," in source
+    args = DistillationConfig(output_dir="unused", use_cpu=True, bf16=False, per_device_train_batch_size=4, gradient_accumulation_steps=3)
+    assert distillation_layout(args, num_processes=2) == RepeatLayout(num_generations=1, prompts_per_generation=24, repeat_count=3)
+
+
+def test_the_sampler_override_reads_the_layout_of_the_repeat_sampler_the_trainer_would_build():
+    """`sampling_trainer_class` checks gradus's sampler against the `RepeatSampler` TRL's method returns."""
+    sampler = RepeatSampler(list(range(12)), mini_repeat_count=4, batch_size=3, repeat_count=2, shuffle=False)
+    assert (sampler.mini_repeat_count, sampler.batch_size, sampler.repeat_count) == (4, 3, 2)
+
+
 def test_reward_functions_receive_log_metric_and_dataset_columns():
     source = inspect.getsource(GRPOTrainer)
     assert 'reward_kwargs["log_metric"] = self._log_metric' in source
+
+
+def test_rewards_are_called_with_the_columns_and_the_trainer_state_as_score_as_trl_does():
+    calculate = inspect.getsource(GRPOTrainer._calculate_rewards)
+    assert 'keys = [key for key in inputs[0] if key not in ["prompt", "completion", "completion_ids"]]' in calculate
+    assert 'reward_kwargs["trainer_state"] = self.state' in calculate
+    assert "reward_func(\n" in calculate and "prompts=prompts, completions=completions, completion_ids=completion_ids_list, **reward_kwargs" in calculate
+
+
+def test_relift_reads_grpos_learning_rate_through_accelerates_optimizer_wrapper():
+    """HF Trainer replaces its optimizer by what `accelerator.prepare` returns, an `AcceleratedOptimizer`
+    holding the torch optimizer as `optimizer` (`unwrapped_optimizer`)."""
+    import torch
+    from accelerate.optimizer import AcceleratedOptimizer
+    from transformers import Trainer
+
+    assert "self.optimizer = optimizer" in inspect.getsource(AcceleratedOptimizer.__init__)
+    assert "self.optimizer = self.accelerator.prepare(self.optimizer)" in inspect.getsource(Trainer)
+    plain = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
+    assert unwrapped_optimizer(plain) is plain
 
 
 @pytest.mark.parametrize("batches_per_epoch, accumulation, step, expected", [(10, 2, 7, (1, 4)), (9, 2, 5, (1, 0)), (4, 4, 3, (3, 0))])

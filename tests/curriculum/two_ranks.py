@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from stages.arguments import CurriculumArgs  # noqa: E402
 from stages.curriculum.sampler import CurriculumSampler, RepeatLayout  # noqa: E402
-from stages.curriculum.trl_wiring import ScoreFeedback  # noqa: E402
+from stages.curriculum.training import ScoreFeedback  # noqa: E402
 
 LEVELS = np.repeat(np.arange(1, 7), 40)
 PASS_RATE = np.array([0, 1.0, 0.95, 0.5, 0.45, 0.05, 0.0])

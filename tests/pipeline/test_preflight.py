@@ -167,7 +167,8 @@ def test_editing_any_module_the_preflight_runs_expires_its_cached_verdicts(tmp_p
     missed sft.py, grpo.py, dpo.py and prm.py, whose code the check runs), and gradus's own version."""
     ran = modules_the_preflight_runs(tmp_path)
     names = {str(path.relative_to(preflight.REPO)) for path in ran}
-    assert {"stages/sft.py", "stages/grpo.py", "stages/dpo.py", "stages/prm.py", "stages/relift.py", "stages/curriculum/trl_wiring.py"} <= names
+    assert {"stages/sft.py", "stages/grpo.py", "stages/dpo.py", "stages/prm.py", "stages/relift.py", "stages/trl_hooks.py",
+            "stages/curriculum/training.py", "stages/curriculum/dynamic_sampling.py"} <= names
     copy_root = tmp_path / "copy"
     for package in preflight.CHECKED_PACKAGES:
         shutil.copytree(preflight.REPO / package, copy_root / package)
