@@ -143,3 +143,19 @@ def test_hf_trainer_asks_the_overridden_method_for_the_sft_sampler():
 
     assert list(inspect.signature(Trainer._get_train_sampler).parameters) == ["self", "train_dataset"]
     assert "sampler_fn=self._get_train_sampler" in inspect.getsource(Trainer.get_train_dataloader)
+
+
+def test_distillation_trainer_hands_its_generation_hook_the_rows_and_returns_the_completion_tensors():
+    """`scoring_on_policy` overrides `_generate_and_score_completions(inputs)`: the rows are the dataset's
+    (identity collator), the output holds `completion_ids` and `completion_mask`, and `_metrics[mode]` lists are
+    averaged by its `log`."""
+    from trl import DistillationTrainer
+
+    method = DistillationTrainer._generate_and_score_completions
+    assert list(inspect.signature(method).parameters) == ["self", "inputs"]
+    source = inspect.getsource(method)
+    assert 'prompts = [x["prompt"] for x in inputs]' in source
+    assert '"completion_ids": completion_ids,' in source and '"completion_mask": completion_mask,' in source
+    assert "data_collator=identity" in inspect.getsource(DistillationTrainer.__init__)
+    log = inspect.getsource(DistillationTrainer.log)
+    assert "for key, val in self._metrics[mode].items():" in log and "sum(valid) / len(valid)" in log
