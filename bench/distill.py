@@ -31,8 +31,9 @@ Compute, counted per step from TRL's logged token counts (`num_tokens`: prompt a
 step's sequences) with the usual approximations, 2 N FLOPs a token for a forward pass and 6 N for forward and
 backward (N: parameters without embeddings' lookups; attention's own term is left out, sequences are < 150
 tokens): student, generation (2 N_s, GRPO and distill) plus training (6 N_s); teacher, its forward pass over
-each distill sequence (2 N_t), and for seq_kd its sampling of the offline set (2 N_t per generated token,
-from the difficulty stage's logged token count), charged up front.
+each distill sequence (2 N_t), and for seq_kd its sampling of the offline set (2 N_t per token of each sample's
+prompt and completion, counted with the tokenizer), charged up front. Making the teacher (its SFT and GRPO on a
+model four times the student's size) is counted by no arm: the question is what a teacher one already has costs.
 
 Each finished run becomes `bench/distill_results/<start>/runs/<arm>_seed<n>.json` (held-out curve and per-step
 logs), small enough to commit; its checkpoints are then deleted. The summary (`table.md`, `distill.json`,
@@ -42,6 +43,7 @@ logs), small enough to commit; its checkpoints are then deleted. The summary (`t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -52,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.curriculum import COMMITTED_START, REGIMES, Evaluator, first_reach, gradus_run, key_of, quickstart_stage, write_json
+from bench.curriculum import COMMITTED_START, Evaluator, gradus_run, key_of, quickstart_stage, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "distill_results"
@@ -191,10 +193,15 @@ class Bench:
         return {"run_dir": str(self.work / "runs" / f"{arm_name}_seed{seed}"), "seed": seed, "base_model": str(self.student),
                 "decontamination": {"enabled": False}, "stages": [stage]}
 
+    def key(self, arm_name: str, seed: int) -> str:
+        """A run's cache key: what its figures depend on (the arm, the seed, the committed models, the data), no
+        paths, so a run cached in another checkout or work directory counts."""
+        data = {"offline_sft_rows": sha16(self.offline_sft_rows())} if ARMS[arm_name].kind == "sft" else POOL
+        return key_of({"arm": dataclasses.asdict(ARMS[arm_name]), "seed": seed, "start": self.start_hash, "data": data})
+
     def run(self, arm_name: str, seed: int) -> dict[str, Any]:
         manifest = self.manifest(arm_name, seed)
-        key = key_of({**manifest, "run_dir": None, "start": self.start_hash, "data": sha16(Path(manifest["stages"][0]["data"]["path"]))
-                      if "path" in manifest["stages"][0]["data"] else manifest["stages"][0]["data"]})
+        key = self.key(arm_name, seed)
         path = self.runs / f"{arm_name}_seed{seed}.json"
         if path.is_file() and json.loads(path.read_text())["key"] == key:
             return json.loads(path.read_text())
@@ -264,19 +271,17 @@ def summarise(bench: Bench, results: list[dict[str, Any]]) -> dict[str, Any]:
                      "upfront_flops": 2.0 * teacher_params * offline_tokens if ARMS[arm].kind == "sft" else 0.0,
                      "wall_seconds": float(np.mean([run["wall_seconds"] for run in runs])),
                      "loss": [[entry["loss"] for entry in run["steps"]] for run in runs]}
-    if "grpo" in arms:  # the cost of reaching GRPO's final (seed-mean) accuracy, per seed, as a ratio to GRPO's whole run
-        target = arms["grpo"]["curve_mean"][-1]
-        grpo_student = arms["grpo"]["student_flops"]
-        for summary in arms.values():
+    if "grpo" in arms:
+        # The cost of reaching GRPO's final (seed-mean) accuracy, per seed, as a ratio to GRPO's whole run: at the
+        # first checkpoint at or above it (no interpolation between checkpoints), for the arms evaluated on GRPO's grid.
+        target, grpo_student = arms["grpo"]["curve_mean"][-1], arms["grpo"]["student_flops"]
+        for arm in (arm for arm in MAIN_ARMS if arm in arms):
+            summary = arms[arm]
             ratios = []
             for curve, (student_curve, teacher_curve) in zip(summary["curves"], summary["per_run_flops"]):
-                step = first_reach(summary["points"], list(curve), target)
-                if step is None:
-                    ratios.append(None)
-                    continue
-                index = min(max(int(round(step)) - 1, 0), len(student_curve) - 1)
-                ratios.append({"step": step, "student": student_curve[index] / grpo_student,
-                               "with_teacher": (student_curve[index] + teacher_curve[index]) / grpo_student})
+                step = next((point for point, accuracy in zip(summary["points"][1:], curve[1:]) if accuracy >= target), None)
+                ratios.append(None if step is None else {"step": step, "student": student_curve[step - 1] / grpo_student,
+                                                         "with_teacher": (student_curve[step - 1] + teacher_curve[step - 1]) / grpo_student})
             summary["to_grpo_final"] = ratios
     return {"start": start, "parameters": {"student": student_params, "teacher": teacher_params}, "grpo_final": arms.get("grpo", {}).get("curve_mean", [None])[-1],
             "offline_tokens": offline_tokens, "arms": arms}
@@ -290,10 +295,10 @@ def markdown(summary: dict[str, Any]) -> str:
         group = {arm: values for arm, values in summary["arms"].items() if values["points"][-1] == steps}
         points = next(iter(group.values()))["points"][1:]
         lines += ["", "| arm | seeds | " + " | ".join(f"step {step}" for step in points) + " | L1-L6 at the end | student TFLOP | teacher TFLOP | "
-                  "to GRPO's final: step, student compute / GRPO's, with teacher's (per seed) |", "|---|---|" + "---:|" * (len(points) + 4)]
+                  "to GRPO's final: first checkpoint, student compute / GRPO's, with teacher's (per seed) |", "|---|---|" + "---:|" * (len(points) + 4)]
         for arm, values in group.items():
             std = values["curve_std"] or [0.0] * len(values["curve_mean"])
-            reach = "; ".join("-" if ratio is None else f"{ratio['step']:.0f}, {ratio['student']:.2f}x, {ratio['with_teacher']:.2f}x"
+            reach = "; ".join("-" if ratio is None else f"{ratio['step']}, {ratio['student']:.2f}x, {ratio['with_teacher']:.2f}x"
                               for ratio in values.get("to_grpo_final", []))
             lines.append(f"| {arm} | {len(values['seeds'])} | " + " | ".join(f"{mean:.3f} ± {sd:.3f}" for mean, sd in zip(values["curve_mean"][1:], std[1:]))
                          + f" | {' '.join(f'{v:.2f}' for v in values['final_by_level'].values())} | {values['student_flops'] / 1e12:.1f} | "
@@ -344,6 +349,8 @@ def plot(summary: dict[str, Any], path: Path, hacking_path: Path) -> None:
                       label=f"{arm}: held-out pass@1" + (" (offline: SFT on fixed teacher samples)" if arm.startswith("seq_kd") else " (online)"))
         axis.set_xlabel("student step")
         axis.set_ylabel("held-out pass@1 (seed mean)")
+        seeds = {arm: len(summary["arms"][arm]["seeds"]) for arm in (offline, online) if arm in summary["arms"]}
+        axis.set_title(", ".join(f"{arm}: {count} seed{'s' if count > 1 else ''}" for arm, count in seeds.items()), fontsize=9)
         if axis.get_legend_handles_labels()[0]:
             axis.legend(fontsize=7, loc="lower right")
     figure.tight_layout()

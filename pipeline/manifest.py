@@ -252,11 +252,17 @@ def _check_model_reference(stage: StageSpec, field: str, earlier: dict[str, Stag
     if not isinstance(ref, str) or ref == "base":
         return
     if ref in earlier:
-        if not earlier[ref].declared.produces_model:
+        named = earlier[ref].declared
+        if not named.produces_model:
             raise ManifestError(f"stage {stage.name!r}: field {field!r}: stage {ref!r} is a {earlier[ref].kind} stage and produces no model")
+        if named.model_class != "causal_lm" and (field == "teacher" or stage.declared.model_class != named.model_class):
+            raise ManifestError(f"stage {stage.name!r}: field {field!r}: stage {ref!r} makes a {named.model_class.replace('_', ' ')}, "
+                                f"not a causal LM a {stage.kind} stage can {'learn from' if field == 'teacher' else 'start from'}")
         return
+    if ref == stage.name:
+        raise ManifestError(f"stage {stage.name!r}: field {field!r}: names the stage itself; name an earlier stage, base, or a model")
     if ref in all_names:
-        raise ManifestError(f"stage {stage.name!r}: field {field!r}: stage {ref!r} comes later; a stage can only start from an earlier one")
+        raise ManifestError(f"stage {stage.name!r}: field {field!r}: stage {ref!r} comes later; a stage can only use an earlier one's model")
     if not _names_outside_model(ref):
         choices = ["base", *earlier]
         raise ManifestError(

@@ -31,7 +31,7 @@ from data_recipes.decontamination import decontamination_identity
 from rewards.registry import BUILTIN_REWARDS, resolve
 from pipeline.base_models import cached_hub_revision
 from pipeline.manifest import GGUFModelSpec, Manifest, ModelRef, StageSpec, TinyModelSpec
-from stages.arguments import CurriculumArgs, DataBlock, ReliftArgs, StageFile
+from stages.arguments import RENAMED_CURRICULUM_OPTIONS, CurriculumArgs, DataBlock, ReliftArgs, StageFile
 
 BASE_MODEL_DIR = "base_model"
 MODELS_DIR = "models"  # the outside models a stage names that gradus makes (tiny specs, GGUF files), one directory each
@@ -63,14 +63,8 @@ class PlannedStage:
 class Plan:
     run_dir: Path
     base_model: str | TinyModelSpec | GGUFModelSpec
-    base_identity: dict[str, Any]  # what the base model is (`base_identity`); the first stages' fingerprints hold it
     seed: int
     stages: list[PlannedStage]
-
-    @property
-    def base_model_dir(self) -> Path | None:
-        """Where the runner makes the base model (the tiny one, or a GGUF file converted), or None for an HF id or path."""
-        return self.run_dir / BASE_MODEL_DIR if isinstance(self.base_model, (TinyModelSpec, GGUFModelSpec)) else None
 
 
 def fingerprint(payload: Any) -> str:
@@ -208,6 +202,18 @@ def _dependencies(spec: StageSpec, planned: dict[str, "PlannedStage"]) -> list[s
     return list(dict.fromkeys(names))
 
 
+def _fingerprinted_spec(spec: StageSpec) -> dict[str, Any]:
+    """What the manifest says of the stage, for its fingerprint: paths gradus derives are left out (a moved run_dir
+    keeps its fingerprints), unset blocks too (a gradus upgrade adding one reruns nothing), and renamed curriculum
+    options are hashed under the names they had when runs were made (`RENAMED_CURRICULUM_OPTIONS`), so a rename
+    reruns no one's stages."""
+    payload = {key: value for key, value in spec.model_dump(mode="json", exclude={"name", "model", "teacher", "launch"}).items() if value is not None}
+    if payload.get("curriculum"):
+        old_name = {new: old for old, new in RENAMED_CURRICULUM_OPTIONS.items()}
+        payload["curriculum"] = {old_name.get(key, key): value for key, value in payload["curriculum"].items()}
+    return payload
+
+
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
@@ -262,9 +268,8 @@ def make_plan(manifest: Manifest) -> Plan:
             num_processes=spec.world_size,
         )
         what_determines_output = {
-            # What the manifest says of the stage (paths gradus derives are left out, so a moved run_dir
-            # keeps its fingerprints; unset blocks too, so a gradus upgrade adding one reruns nothing)...
-            "spec": {key: value for key, value in spec.model_dump(mode="json", exclude={"name", "model", "teacher", "launch"}).items() if value is not None},
+            # What the manifest says of the stage...
+            "spec": _fingerprinted_spec(spec),
             "seed": manifest.seed,
             # What the overlap check reads of each eval set (its problems, not their rendering); the refusal
             # threshold changes no output. A stage_output set's producer is earlier (load_manifest checks).
@@ -298,7 +303,7 @@ def make_plan(manifest: Manifest) -> Plan:
             models_to_make=[made.make for made in (model, teacher) if made is not None and made.make is not None],
             model_label=model.label,
         )
-    return Plan(run_dir=run_dir, base_model=base_model, base_identity=identity, seed=manifest.seed, stages=list(planned.values()))
+    return Plan(run_dir=run_dir, base_model=base_model, seed=manifest.seed, stages=list(planned.values()))
 
 
 def accelerate_executable() -> str:

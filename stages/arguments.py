@@ -177,7 +177,7 @@ class DifficultyArgs:
 
 
 SCORELESS_STRATEGIES = ("uniform", "ordered")
-"""What an sft stage can take: it scores nothing, so no strategy that learns from scores."""
+"""The strategies that learn from no scores: what an sft stage can take, and a stage without rewards."""
 
 # The options each strategy reads beyond the shared ones; setting another strategy's option is an error,
 # so a manifest never carries a knob that silently does nothing. `uniform` is the control: no safeguards.

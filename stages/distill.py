@@ -24,7 +24,7 @@ from typing import Any
 from stages import common
 from stages.addons import TrainerAddon, handed_on, trainer_class_with
 from stages.arguments import StageFile
-from stages.preflight import Unmet, block_requirement, lora_targets, missing_eval_data
+from stages.preflight import Unmet, addons_unmet, lora_targets, missing_eval_data, rewards_keep_their_columns
 
 CURVES = ["loss", "reward", "completions/mean_length", "completions/clipped_ratio"]
 
@@ -50,12 +50,7 @@ def preflight(stage: StageFile, config: Any) -> Unmet | None:
         return "args.teacher_model_name_or_path", "set by gradus from the stage's teacher: field; name the teacher there"
     if "lm_head" in lora_targets(stage):
         return "peft.target_modules", "DistillationTrainer cannot train a LoRA adapter on lm_head (its loss reads lm_head.weight directly)"
-    for addon in addon_classes():
-        args = getattr(stage, addon.block)
-        unmet = block_requirement(addon.block, addon.unmet_requirement(args, config)) if args is not None else None
-        if unmet:
-            return unmet
-    return missing_eval_data(stage, config)
+    return addons_unmet(stage, config, addon_classes()) or rewards_keep_their_columns(stage, config) or missing_eval_data(stage, config)
 
 
 def run(stage: StageFile) -> None:

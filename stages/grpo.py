@@ -30,7 +30,7 @@ from typing import Any
 from stages import common
 from stages.addons import TrainerAddon, handed_on, trainer_class_with
 from stages.arguments import StageFile
-from stages.preflight import Unmet, block_requirement, lora_targets, missing_eval_data
+from stages.preflight import Unmet, addons_unmet, lora_targets, missing_eval_data, rewards_keep_their_columns
 
 # The relift/* panels appear only when a relift block logged them (plot_curves skips absent keys).
 CURVES = ["reward", "frac_reward_zero_std", "loss", "completions/mean_length", "relift/buffer_size", "relift/sft_loss", "relift/sft_learning_rate"]
@@ -77,12 +77,7 @@ def preflight(stage: StageFile, config: Any) -> Unmet | None:
         return "peft.target_modules", "GRPOTrainer cannot train a LoRA adapter on lm_head (it reads lm_head.weight directly)"
     if config.reward_weights is not None and len(config.reward_weights) != len(stage.rewards):
         return "args.reward_weights", f"{len(config.reward_weights)} weights for {len(stage.rewards)} rewards; set each reward's weight instead"
-    for addon in addon_classes():
-        args = getattr(stage, addon.block)
-        unmet = block_requirement(addon.block, addon.unmet_requirement(args, config)) if args is not None else None
-        if unmet:
-            return unmet
-    return missing_eval_data(stage, config)
+    return addons_unmet(stage, config, addon_classes()) or rewards_keep_their_columns(stage, config) or missing_eval_data(stage, config)
 
 
 def run(stage: StageFile) -> None:

@@ -56,6 +56,9 @@ class StageKind:
     """Whether the stage must list rewards, may, or may only with an `on_policy` block (which ranks by them)."""
     blocks: frozenset[str] = frozenset()
     """Which of BLOCKS the kind accepts."""
+    model_class: Literal["causal_lm", "token_classifier"] = "causal_lm"
+    """What its `model/` is (a kind that produces one): a causal LM generates, so any stage can start from it or learn
+    from it; a token classifier (a PRM) scores steps, and only a kind making the same can start from it."""
     teacher: Literal["needed", "refused"] = "refused"
     """Whether the stage names a `teacher:` model it learns from (any model reference, like `model:`)."""
     rendered_together: tuple[str, ...] = ()
@@ -98,7 +101,7 @@ PRM_LABEL = StageKind(module="stages.prm_label", config="stages.arguments:PRMLab
                       needs_columns=(("prompt", "answer"),),
                       output_columns=("prompt", "answer", "level", "steps", "labels", "hard_labels", "rollouts"))
 PRM = StageKind(module="stages.prm", config="stages.prm:PRMConfig", produces_model=True, trainer=True,
-                needs_columns=(("prompt", "steps", "labels"),))
+                needs_columns=(("prompt", "steps", "labels"),), model_class="token_classifier")
 DIFFICULTY = StageKind(module="stages.difficulty", config="stages.arguments:DifficultyArgs", produces_model=False,
                        rewards="needed", scored_samples=True,
                        output_columns=("prompt", "answer", "level", "pass_rate", "scores", "samples"))  # the pool's own columns pass through too

@@ -109,6 +109,25 @@ def missing_eval_data(stage: StageFile, config: Any) -> Unmet | None:
     return None
 
 
+def rewards_keep_their_columns(stage: StageFile, config: Any) -> Unmet | None:
+    """GRPOTrainer and DistillationTrainer keep only `prompt` of each row when `remove_unused_columns` is true, so a
+    reward reading a data column (math_accuracy's `answer`) fails at the first batch; a kind whose rewards score
+    on-policy samples makes this part of its `preflight` hook."""
+    if stage.rewards and config.remove_unused_columns:
+        return "args.remove_unused_columns", "the stage's rewards read data columns (answer, ...), which true drops before them; set false"
+    return None
+
+
+def addons_unmet(stage: StageFile, config: Any, addon_classes: tuple[type, ...]) -> Unmet | None:
+    """The first of the stage's add-ons (the `TrainerAddon`s whose block it sets) to refuse the config, as an Unmet."""
+    for addon in addon_classes:
+        args = getattr(stage, addon.block)
+        unmet = block_requirement(addon.block, addon.unmet_requirement(args, config)) if args is not None else None
+        if unmet:
+            return unmet
+    return None
+
+
 def block_requirement(block: str, unmet: str | None) -> Unmet | None:
     """A block's own `unmet_requirement` ("FIELD: why") as an Unmet whose message names the block."""
     if not unmet:

@@ -29,7 +29,8 @@ breaks one fails there first, naming it:
   `training_rows` relies on the rows being `train_dataset[i]` (GRPOTrainer's identity collator);
 * `scoring_on_policy` overrides `DistillationTrainer._generate_and_score_completions(inputs)`, which gets the
   dataset rows (its identity collator) and returns `completion_ids`/`completion_mask`, to score the student's
-  samples with the stage's rewards into `_metrics[mode]`, which its `log` averages;
+  samples with the stage's rewards into `_metrics[mode]`, which its `log` averages; an async reward runs on
+  an event loop from `trl.trainer.utils.start_event_loop_in_daemon`, as GRPOTrainer's do;
 * `unwrapped_optimizer` unwraps accelerate's `AcceleratedOptimizer` (its `optimizer` attribute), where
   relift reads GRPO's current learning rate.
 
@@ -171,16 +172,18 @@ class GatheredScores(RewardWrapper):
         raise NotImplementedError
 
 
-def score_as_trl_does(trainer: Any, reward: Callable, rows: list[dict[str, Any]], completions: list, completion_ids: list) -> list[float | None]:
+def score_as_trl_does(trainer: Any, reward: Callable, rows: list[dict[str, Any]], completions: list, completion_ids: list,
+                      log_metric: Callable[[str, float], None] | None = None) -> list[float | None]:
     """`reward`'s scores of `completions` (consecutive per row of `rows`), called as GRPOTrainer calls its
     rewards: prompts, completions, completion_ids, every data column, the trainer state; an async reward
-    awaited on the trainer's event loop. Metrics and extra columns it logs are dropped."""
+    awaited on the trainer's event loop. Metrics it logs go to `log_metric` (dropped without one), extra
+    columns are dropped."""
     per_row = len(completions) // len(rows)
     repeated = [row for row in rows for _ in range(per_row)]
     columns = {key: [row[key] for row in repeated] for key in repeated[0] if key not in ("prompt", "completion", "completion_ids")}
     scores = reward(
         prompts=[row["prompt"] for row in repeated], completions=completions, completion_ids=completion_ids,
-        trainer_state=trainer.state, log_extra=lambda *_: None, log_metric=lambda *_: None, **columns,
+        trainer_state=trainer.state, log_extra=lambda *_: None, log_metric=log_metric or (lambda *_: None), **columns,
     )
     if is_async(reward):
         scores = asyncio.run_coroutine_threadsafe(scores, trainer.async_loop).result()
@@ -190,24 +193,34 @@ def score_as_trl_does(trainer: Any, reward: Callable, rows: list[dict[str, Any]]
 def scoring_on_policy(base: type, reward_functions: list[Callable], weights: list[float]) -> type:
     """`base` (DistillationTrainer) scoring each generation batch's completions with `reward_functions` as it
     generates them, into its log (`reward`: the weighted sum's mean; `rewards/<name>/mean`), all processes' rows.
-    The rewards train nothing here; a curriculum's signal reward (`ScoreFeedback`) hands its scores to the sampler."""
+    Each reward is called as GRPOTrainer calls it (`score_as_trl_does`), an async one on an event loop the trainer
+    keeps for its whole run, as GRPOTrainer does. The rewards train nothing here; a curriculum's signal reward
+    (`ScoreFeedback`) hands its scores to the sampler, and its `log_metric` lines reach the log."""
     if not reward_functions:
         return base
+    import atexit
+
     from trl.data_utils import is_conversational
+    from trl.trainer.utils import shutdown_event_loop_in_daemon, start_event_loop_in_daemon
 
     class OnPolicyScored(base):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            if any(is_async(reward) for reward in reward_functions):
+                thread, self.async_loop, ready = start_event_loop_in_daemon(name="OnPolicyScored-AsyncLoop")
+                ready.wait()
+                atexit.register(shutdown_event_loop_in_daemon, thread, self.async_loop)
+
         def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
             output = super()._generate_and_score_completions(inputs)
             metrics = self._metrics["train" if self.model.training else "eval"]
-            masks = output["completion_mask"].bool()
-            texts = self.processing_class.batch_decode([ids[mask] for ids, mask in zip(output["completion_ids"], masks)], skip_special_tokens=True)
+            completion_ids = [ids[mask].tolist() for ids, mask in zip(output["completion_ids"], output["completion_mask"].bool())]
+            texts = self.processing_class.batch_decode(completion_ids, skip_special_tokens=True)
             completions = [[{"role": "assistant", "content": text}] for text in texts] if is_conversational(inputs[0]) else texts
-            columns = {key: [row[key] for row in inputs] for key in inputs[0] if key != "prompt"}
             total = np.zeros(len(inputs))
             for reward_fn, weight in zip(reward_functions, weights, strict=True):
-                scored = reward_fn(prompts=[row["prompt"] for row in inputs], completions=completions,
-                                   log_metric=lambda name, value: metrics[name].append(value), **columns)
-                scored = asyncio.run(scored) if is_async(reward_fn) else scored  # DistillationTrainer has no event loop of its own
+                scored = score_as_trl_does(self, reward_fn, inputs, completions, completion_ids,
+                                           log_metric=lambda name, value: metrics[name].append(value))
                 scores = np.array([np.nan if score is None else score for score in scored], dtype=float)
                 total += weight * np.nan_to_num(scores)
                 metrics[f"rewards/{reward_fn.__name__}/mean"].append(float(np.nanmean(gather_object(list(scores)))))

@@ -76,6 +76,11 @@ def test_an_old_name_works_with_a_warning_naming_the_new_one_and_plans_the_same_
     by_new_name = make_plan(load_manifest(manifest_with(mkdir(tmp_path / "new"), {"strategy": "ucb", new: 0.5})))
     assert getattr(by_old_name.stages[0].resolved.curriculum, new) == 0.5
     assert by_old_name.stages[0].fingerprint == by_new_name.stages[0].fingerprint
+    # ...and the fingerprint hashes the option under the name runs were made with, so the rename reruns nothing.
+    from pipeline.plan import _fingerprinted_spec
+
+    payload = _fingerprinted_spec(load_manifest(manifest_with(mkdir(tmp_path / "payload"), {"strategy": "ucb", new: 0.5})).stages[0])
+    assert payload["curriculum"][old] == 0.5 and new not in payload["curriculum"]
 
 
 def mkdir(path):

@@ -111,7 +111,7 @@ DRIVER = textwrap.dedent("""
         stages.append(PlannedStage(name=name, kind="sft", fingerprint=f"f{index}", stage_dir=run_dir / name, model_path="none",
                                    upstream=None, depends_on=[], resolved=resolved, command=[sys.executable, script, str(run_dir / name)],
                                    node_commands=[], env={}))
-    sys.exit(run(Plan(run_dir=run_dir, base_model="none", base_identity={"model": "none"}, seed=0, stages=stages)))
+    sys.exit(run(Plan(run_dir=run_dir, base_model="none", seed=0, stages=stages)))
 """)
 
 FINISHES_THEN_LINGERS = textwrap.dedent("""

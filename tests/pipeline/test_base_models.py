@@ -79,7 +79,7 @@ def test_a_gguf_base_model_is_fingerprinted_by_content_not_place(tmp_path):
 
     def first_fingerprint(path: Path) -> str:
         plan = make_plan(load_manifest(manifest_with(tmp_path, {"gguf": str(path)})))
-        assert plan.base_model_dir == plan.run_dir / "base_model"  # converted there, not read in place
+        assert plan.stages[0].models_to_make[0][0] == plan.run_dir / "base_model"  # converted there, not read in place
         return plan.stages[0].fingerprint
 
     assert first_fingerprint(original) == first_fingerprint(Path(moved))

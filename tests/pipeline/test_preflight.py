@@ -83,6 +83,7 @@ def test_a_grpo_config_trl_would_refuse_after_sft_trained_is_refused_by_plan(tmp
     ("grpo", {"relift": {"sft_batch_size": 4}, "args": {"remove_unused_columns": True}},
      "stage 'grpo': field 'args.remove_unused_columns': relift: relift needs false"),
     ("grpo", {"relift": {"sft_batch_size": 4}, "args": {"fp16": True}}, "stage 'grpo': field 'args.fp16'"),
+    ("grpo", {"args": {"remove_unused_columns": True}}, "stage 'grpo': field 'args.remove_unused_columns': the stage's rewards read data columns"),
 ])
 def test_what_trl_would_refuse_at_launch_is_a_preflight_problem(tmp_path, where, change, expected):
     """The same preflight `gradus plan` starts, in this process (TRL imported once for all cases)."""

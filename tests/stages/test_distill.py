@@ -170,6 +170,7 @@ def test_on_policy_distillation_from_the_bench_teacher_raises_the_students_held_
     ({"args": {"teacher_model_name_or_path": "some/teacher"}}, "field 'args.teacher_model_name_or_path': set by gradus from the stage's teacher: field"),
     ({"args": {"ignore_data_skip": True}}, "field 'args.ignore_data_skip': curriculum: a curriculum needs false"),
     ({"args": {"betta": 0.5}}, "field 'args.betta': not a field of DistillationConfig (did you mean 'beta'?)"),
+    ({"curriculum": None, "args": {"remove_unused_columns": True}}, "field 'args.remove_unused_columns': the stage's rewards read data columns"),
 ])
 def test_what_distillation_trainer_or_its_curriculum_would_refuse_is_a_preflight_problem(tmp_path, change, expected):
     from pipeline.plan import make_plan
@@ -179,7 +180,68 @@ def test_what_distillation_trainer_or_its_curriculum_would_refuse_is_a_preflight
     raw = yaml.safe_load(path.read_text())
     stage = raw["stages"][2]
     for key, value in change.items():
-        stage[key] = {**stage.get(key, {}), **value}
+        stage[key] = {**stage.get(key, {}), **value} if value is not None else None
     planned = next(stage for stage in make_plan(load_manifest(write_manifest(path, raw))).stages if stage.kind == "distill")
     problem = check(planned.resolved)
     assert problem is not None and expected in f"field '{problem.field}': {problem.message}"
+
+
+class LoopBoundReward:
+    """An async reward like a client with a connection pool, whose state is bound to the event loop that first ran
+    it: it records the loop of every call, and what each call received."""
+
+    __name__ = "loop_bound"
+
+    def __init__(self) -> None:
+        self.loops: list[Any] = []
+        self.calls: list[dict[str, Any]] = []
+
+    async def __call__(self, prompts: list, completions: list, **columns: Any) -> list[float]:
+        import asyncio
+
+        self.loops.append(asyncio.get_running_loop())
+        self.calls.append(columns)
+        return [float(len(ids)) for ids in columns["completion_ids"]]
+
+
+def test_the_student_is_scored_as_trl_scores_and_an_async_reward_keeps_one_event_loop(tmp_path):
+    """In process, on two tiny models: every generation batch is scored with the token ids, the data columns (the
+    row's own `completion` left out, as TRL leaves it) and the trainer state, on the one loop of the whole run."""
+    from datasets import Dataset
+    from trl import DistillationConfig, DistillationTrainer
+
+    from pipeline.manifest import TinyModelSpec
+    from stages.common import load_tokenizer
+    from stages.models import build_tiny_model
+    from stages.trl_hooks import scoring_on_policy
+
+    for name, hidden in (("student", 16), ("teacher", 32)):
+        build_tiny_model(TinyModelSpec(hidden_size=hidden, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2).model_dump(), 0, tmp_path / name)
+    rows = data_recipes.load("synthetic_arithmetic", {"levels": [1], "num_examples": 8})
+    reward = LoopBoundReward()
+    trainer = scoring_on_policy(DistillationTrainer, [reward], [1.0])(
+        model=str(tmp_path / "student"), teacher_model=str(tmp_path / "teacher"),
+        args=DistillationConfig(output_dir=str(tmp_path / "out"), max_steps=2, per_device_train_batch_size=4, max_completion_length=8,
+                                logging_steps=1, report_to="none", use_cpu=True, bf16=False, save_strategy="no"),
+        train_dataset=Dataset.from_list(rows.to_list()), processing_class=load_tokenizer(str(tmp_path / "student")),
+    )
+    trainer.train()
+    assert len(reward.calls) == 2 and reward.loops[0] is reward.loops[1]  # a generation batch a step, both on the run's one loop
+    first = reward.calls[0]
+    assert {"answer", "level", "trainer_state"} <= first.keys() and "completion" not in first
+    logged = [entry for entry in trainer.state.log_history if "rewards/loop_bound/mean" in entry]
+    assert len(logged) == 2 and all(entry["reward"] == entry["rewards/loop_bound/mean"] > 0 for entry in logged)
+
+
+def test_a_teacher_that_is_no_causal_lm_or_the_stage_itself_is_refused_naming_the_field(tmp_path):
+    raw = yaml.safe_load(manifest(tmp_path).read_text())
+    raw["stages"][2:2] = [
+        {"name": "labels", "kind": "prm_label", "model": "teacher", "data": {**TRAIN, "num_examples": 8}},
+        {"name": "prm", "kind": "prm", "model": "teacher", "data": {"recipe": "stage_output", "stage": "labels"}},
+    ]
+    raw["stages"][-1]["teacher"] = "prm"
+    with pytest.raises(ManifestError, match=r"^stage 'distill': field 'teacher': stage 'prm' makes a token classifier, not a causal LM a distill stage can learn from$"):
+        load_manifest(write_manifest(tmp_path / "prm.yaml", raw))
+    raw["stages"][-1]["teacher"] = "distill"
+    with pytest.raises(ManifestError, match=r"^stage 'distill': field 'teacher': names the stage itself"):
+        load_manifest(write_manifest(tmp_path / "itself.yaml", raw))
