@@ -600,10 +600,10 @@ def _check_curriculum(stage: StageSpec, columns: set[str]) -> None:
             f"{where}.signal_reward': {curriculum.signal_reward!r} is not one of the stage's rewards"
             f"{suggest(curriculum.signal_reward, reward_names)}; rewards: {', '.join(reward_names)}"
         )
-    problem = curriculum.check(stage.kind, columns, on_policy=stage.on_policy)
+    problem = curriculum.check(stage.kind, stage.declared.curriculum_draws, columns, on_policy=stage.on_policy)
     if problem:
         raise ManifestError(f"{where}': {problem}")
-    if stage.declared.rewards == "optional" and stage.declared.produces_model and not reward_names and curriculum.strategy not in SCORELESS_STRATEGIES:
+    if stage.declared.curriculum_draws == "prompts" and not reward_names and curriculum.strategy not in SCORELESS_STRATEGIES:
         raise ManifestError(f"stage {stage.name!r}: field 'rewards': strategy {curriculum.strategy!r} reads the model's pass rate on its own "
                             f"samples, which the stage's rewards score; list one (or use {' or '.join(SCORELESS_STRATEGIES)})")
 

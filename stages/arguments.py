@@ -318,19 +318,19 @@ class CurriculumArgs(BaseModel):
             raise ValueError(f"strategy {strategy!r} needs a difficulty column to form buckets")
         return column
 
-    def check(self, kind: str, columns: Collection[str], on_policy: OnPolicyArgs | None = None) -> str | None:
-        """What is wrong with this curriculum for a `kind` stage (with its `on_policy` block, if any) whose
-        data has `columns`, or None."""
-        if kind == "sft" and self.strategy not in SCORELESS_STRATEGIES:
-            return f"an sft stage scores nothing, so it takes strategy {' or '.join(SCORELESS_STRATEGIES)}, not {self.strategy!r}"
-        if kind == "dpo" and on_policy is None:
-            return "a dpo stage draws prompts only with on_policy (fixed pairs have no prompts to choose); add on_policy"
-        if kind == "dpo" and on_policy.prompts_per_round is None:
+    def check(self, kind: str, draws: str, columns: Collection[str], on_policy: OnPolicyArgs | None = None) -> str | None:
+        """What is wrong with this curriculum for a `kind` stage whose curriculum draws `draws` (its row's
+        `curriculum_draws`), with its `on_policy` block if any, and whose data has `columns`; or None."""
+        if draws == "rows" and self.strategy not in SCORELESS_STRATEGIES:
+            return f"{kind} stages score nothing, so they take strategy {' or '.join(SCORELESS_STRATEGIES)}, not {self.strategy!r}"
+        if draws == "rounds" and on_policy is None:
+            return f"{kind} stages draw prompts only with on_policy (fixed pairs have no prompts to choose); add on_policy"
+        if draws == "rounds" and on_policy.prompts_per_round is None:
             return "a curriculum chooses each round's prompts; set on_policy.prompts_per_round (without it every round takes them all)"
-        if kind == "dpo" and self.signal_reward is not None:
-            return "a dpo curriculum reads each completion's total score (what its pairs are ranked by); remove signal_reward"
-        if self.dynamic_sampling and kind != "grpo":
-            return f"dynamic_sampling replaces GRPO groups; a {kind} stage has none"
+        if draws == "rounds" and self.signal_reward is not None:
+            return f"a {kind} curriculum reads each completion's total score (what its pairs are ranked by); remove signal_reward"
+        if self.dynamic_sampling and draws != "groups":
+            return f"dynamic_sampling replaces GRPO groups; {kind} stages have none"
         for option in ("difficulty_column", "prior_column"):
             column = getattr(self, option)
             if column is not None and column not in columns:

@@ -56,6 +56,11 @@ class StageKind:
     """Whether the stage must list rewards, may, or may only with an `on_policy` block (which ranks by them)."""
     blocks: frozenset[str] = frozenset()
     """Which of BLOCKS the kind accepts."""
+    curriculum_draws: Literal["rows", "groups", "prompts", "rounds"] = "prompts"
+    """What a `curriculum` block (where the kind accepts one) chooses, which decides what it can do: training rows
+    that are never scored (sft: only a scoreless strategy), GRPO groups (dynamic sampling can refill them),
+    prompts of on-policy samples (distill), or each on-policy round's prompts (dpo: needs on_policy with
+    prompts_per_round, and reads the completions' total score)."""
     model_class: Literal["causal_lm", "token_classifier"] = "causal_lm"
     """What its `model/` is (a kind that produces one): a causal LM generates, so any stage can start from it or learn
     from it; a token classifier (a PRM) scores steps, and only a kind making the same can start from it."""
@@ -84,18 +89,18 @@ def load_attribute(path: str) -> object:
     return getattr(importlib.import_module(module_name), attribute)
 
 
-# A curriculum (stages/curriculum/) attaches to grpo (TRL's prompt sampler replaced), dpo with `on_policy` (each
-# round's prompts drawn by the sampler, its evidence the pair sampling's scores), and sft (`ordered` only:
-# easy-to-hard pacing needs no scores); `CurriculumArgs.check` holds those per-kind conditions.
+# A curriculum (stages/curriculum/) attaches to grpo (TRL's prompt sampler replaced), distill (the same, one sample a
+# prompt), dpo with `on_policy` (each round's prompts drawn by the sampler, its evidence the pair sampling's scores),
+# and sft (`ordered` only: easy-to-hard pacing needs no scores); each row's `curriculum_draws` says which.
 SFT = StageKind(module="stages.sft", config="trl:SFTConfig", produces_model=True, trainer=True,
-                needs_columns=(("messages",), ("prompt", "completion")), blocks=frozenset({"curriculum"}),
+                needs_columns=(("messages",), ("prompt", "completion")), blocks=frozenset({"curriculum"}), curriculum_draws="rows",
                 rendered_together=("prompt", "completion"), needs_generation_markers_with="assistant_only_loss")
 EVAL = StageKind(module="stages.eval", config="stages.arguments:EvalArgs", produces_model=False,
                  needs_columns=(("prompt", "answer"),), scored_samples=True, evaluates=True)
 GRPO = StageKind(module="stages.grpo", config="trl:GRPOConfig", produces_model=True, trainer=True, rewards="needed",
-                 blocks=frozenset({"curriculum", "relift"}))
+                 blocks=frozenset({"curriculum", "relift"}), curriculum_draws="groups")
 DPO = StageKind(module="stages.dpo", config="trl:DPOConfig", produces_model=True, trainer=True, rewards="with on_policy",
-                needs_columns=(("prompt", "chosen", "rejected"),), blocks=frozenset({"curriculum", "on_policy"}),
+                needs_columns=(("prompt", "chosen", "rejected"),), blocks=frozenset({"curriculum", "on_policy"}), curriculum_draws="rounds",
                 rendered_together=("prompt", "chosen", "rejected"))
 PRM_LABEL = StageKind(module="stages.prm_label", config="stages.arguments:PRMLabelArgs", produces_model=False,
                       needs_columns=(("prompt", "answer"),),

@@ -49,21 +49,21 @@ def test_mistakes_are_one_line_errors_naming_the_field(tmp_path, curriculum, mes
 
 
 def test_sft_takes_only_scoreless_strategies_and_dpo_only_with_on_policy(tmp_path):
-    with pytest.raises(ManifestError, match="an sft stage scores nothing, so it takes strategy uniform or ordered, not 'bandit'"):
+    with pytest.raises(ManifestError, match="sft stages score nothing, so they take strategy uniform or ordered, not 'bandit'"):
         load_manifest(manifest_with(tmp_path, {}, kind="sft"))
-    assert CurriculumArgs(strategy="band").check("dpo", {"prompt", "chosen", "rejected", "level"}) == (
-        "a dpo stage draws prompts only with on_policy (fixed pairs have no prompts to choose); add on_policy"
+    assert CurriculumArgs(strategy="band").check("dpo", "rounds", {"prompt", "chosen", "rejected", "level"}) == (
+        "dpo stages draw prompts only with on_policy (fixed pairs have no prompts to choose); add on_policy"
     )
     with pytest.raises(ManifestError, match="eval stages take no curriculum"):
         load_manifest(manifest_with(tmp_path, {}, kind="eval"))
 
 
 def test_dpo_rounds_need_a_round_size_and_dynamic_sampling_is_for_grpo_only():
-    assert CurriculumArgs(strategy="band").check("dpo", {"prompt", "level"}, on_policy=OnPolicyArgs()).startswith(
+    assert CurriculumArgs(strategy="band").check("dpo", "rounds", {"prompt", "level"}, on_policy=OnPolicyArgs()).startswith(
         "a curriculum chooses each round's prompts; set on_policy.prompts_per_round"
     )
-    assert CurriculumArgs(strategy="band", dynamic_sampling=True).check("dpo", {"prompt", "level"}, on_policy=OnPolicyArgs(prompts_per_round=4)) == (
-        "dynamic_sampling replaces GRPO groups; a dpo stage has none"
+    assert CurriculumArgs(strategy="band", dynamic_sampling=True).check("dpo", "rounds", {"prompt", "level"}, on_policy=OnPolicyArgs(prompts_per_round=4)) == (
+        "dynamic_sampling replaces GRPO groups; dpo stages have none"
     )
 
 

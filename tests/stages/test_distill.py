@@ -245,3 +245,17 @@ def test_a_teacher_that_is_no_causal_lm_or_the_stage_itself_is_refused_naming_th
     raw["stages"][-1]["teacher"] = "distill"
     with pytest.raises(ManifestError, match=r"^stage 'distill': field 'teacher': names the stage itself"):
         load_manifest(write_manifest(tmp_path / "itself.yaml", raw))
+
+
+def test_what_a_distill_curriculum_cannot_do_is_refused_at_plan_time(tmp_path):
+    """Its row says it draws prompts of on-policy samples: no GRPO groups to refill, and a scored strategy needs a reward."""
+    raw = yaml.safe_load(manifest(tmp_path).read_text())
+    raw["stages"][2]["curriculum"]["dynamic_sampling"] = True
+    with pytest.raises(ManifestError, match=r"^stage 'distill': field 'curriculum': dynamic_sampling replaces GRPO groups; distill stages have none$"):
+        load_manifest(write_manifest(tmp_path / "dynamic.yaml", raw))
+    raw["stages"][2]["curriculum"].pop("dynamic_sampling")
+    raw["stages"][2]["rewards"] = []
+    with pytest.raises(ManifestError, match=r"^stage 'distill': field 'rewards': strategy 'lp' reads the model's pass rate"):
+        load_manifest(write_manifest(tmp_path / "unscored.yaml", raw))
+    raw["stages"][2]["curriculum"] = {"strategy": "uniform"}
+    load_manifest(write_manifest(tmp_path / "uniform.yaml", raw))  # a scoreless strategy needs no reward
