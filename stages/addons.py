@@ -21,6 +21,9 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
+from stages import common
+from stages.arguments import StageFile
+
 
 class TrainerAddon(Protocol):
     """What an add-on gives the stage, in the order the stage uses it."""
@@ -83,3 +86,28 @@ def trainer_class_with(base: type, addons: list[TrainerAddon]) -> type:
     for addon in addons:
         base = addon.trainer_class(base)
     return base
+
+
+def train_with_addons(base: type, addons: list[TrainerAddon], stage: StageFile, args: Any, train_dataset: Any, curves: list[str],
+                      **inputs: Any) -> tuple[Any, dict[str, Any]]:
+    """`base` with every add-on's overrides, built on the stage's model, eval data, tokenizer, LoRA and the add-ons'
+    callbacks (plus `inputs`: what only this trainer takes), the add-ons attached, then trained and saved
+    (`common.train_and_save`). Returns the trainer, and its metrics with each add-on's summary under its block."""
+    trainer = trainer_class_with(base, addons)(
+        model=stage.model_path,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=common.load_data(stage.eval_data) if stage.eval_data else None,
+        processing_class=common.load_tokenizer(stage.model_path),
+        peft_config=common.peft_config(stage),
+        callbacks=[callback for addon in addons for callback in addon.callbacks],
+        **inputs,
+    )
+    for addon in addons:
+        addon.attach(trainer)
+    metrics = common.train_and_save(trainer, stage, curves)
+    for addon in addons:
+        summary = addon.summary()
+        if summary is not None:
+            metrics[addon.block] = summary
+    return trainer, metrics

@@ -300,6 +300,18 @@ def train_and_save(
     return metrics
 
 
+def sampling_metrics(log_history: list[dict[str, Any]], reward_functions: list[Callable]) -> dict[str, Any]:
+    """What a stage that samples completions as it trains (grpo, distill) reports of them: the share cut at
+    `max_completion_length` over the whole stage (most rewards score them 0; report.md's `clipped`), and per
+    reward what it could not score on this rank (rows that raised, golds that are not math for math_accuracy)."""
+    clipped = [entry["completions/clipped_ratio"] for entry in log_history if "completions/clipped_ratio" in entry]
+    metrics: dict[str, Any] = {"clipped_fraction": sum(clipped) / len(clipped) if clipped else None}
+    if reward_functions:
+        metrics["reward_errors"] = {fn.__name__: fn.errors for fn in reward_functions}
+        metrics["rewards"] = {fn.__name__: fn.metrics() for fn in reward_functions}
+    return metrics
+
+
 class TrainingAlreadyDone(Exception):
     """The trainer resumed from the checkpoint of its last step: there is nothing left to train."""
 

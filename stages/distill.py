@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from stages import common
-from stages.addons import TrainerAddon, handed_on, trainer_class_with
+from stages.addons import TrainerAddon, handed_on, train_with_addons
 from stages.arguments import StageFile
 from stages.preflight import Unmet, addons_unmet, lora_targets, missing_eval_data, rewards_keep_their_columns
 
@@ -68,33 +68,15 @@ def run(stage: StageFile) -> None:
         layout = distillation_layout(args, args.world_size)
         addons.append(GRPOCurriculum.build(stage.curriculum, args, train_dataset, reward_functions, stage.stage_dir, layout=layout))
     train_dataset, scorers = handed_on(addons, train_dataset, reward_functions)
-    trainer = scoring_on_policy(trainer_class_with(DistillationTrainer, addons), scorers, [reward.weight for reward in stage.rewards])(
-        model=stage.model_path,
-        teacher_model=stage.teacher_path,
-        args=args,
-        train_dataset=train_dataset,
-        eval_dataset=common.load_data(stage.eval_data) if stage.eval_data else None,
-        processing_class=common.load_tokenizer(stage.model_path),
-        peft_config=common.peft_config(stage),
-        callbacks=[callback for addon in addons for callback in addon.callbacks],
-    )
-    for addon in addons:
-        addon.attach(trainer)
-    metrics = common.train_and_save(trainer, stage, CURVES)
+    scored = scoring_on_policy(DistillationTrainer, scorers, [reward.weight for reward in stage.rewards])
+    trainer, metrics = train_with_addons(scored, addons, stage, args, train_dataset, CURVES, teacher_model=stage.teacher_path)
     history = trainer.state.log_history
     losses = [entry["loss"] for entry in history if "loss" in entry]
     metrics["first_loss"] = losses[0] if losses else None
     for key in ("reward", "completions/mean_length"):
         logged = [entry[key] for entry in history if entry.get(key) is not None]
         metrics[f"first_{key}"], metrics[f"final_{key}"] = (logged[0], logged[-1]) if logged else (None, None)
-    # Completions cut at max_completion_length: the share of them over the whole stage (report.md's `clipped`).
-    clipped = [entry["completions/clipped_ratio"] for entry in history if "completions/clipped_ratio" in entry]
-    metrics["clipped_fraction"] = sum(clipped) / len(clipped) if clipped else None
-    if reward_functions:
-        metrics["reward_errors"] = {fn.__name__: fn.errors for fn in reward_functions}
-        metrics["rewards"] = {fn.__name__: fn.metrics() for fn in reward_functions}
-    for addon in addons:
-        metrics[addon.block] = addon.summary()
+    metrics.update(common.sampling_metrics(history, reward_functions))
     common.finish(stage, metrics)
 
 

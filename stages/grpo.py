@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from stages import common
-from stages.addons import TrainerAddon, handed_on, trainer_class_with
+from stages.addons import TrainerAddon, handed_on, train_with_addons
 from stages.arguments import StageFile
 from stages.preflight import Unmet, addons_unmet, lora_targets, missing_eval_data, rewards_keep_their_columns
 
@@ -90,33 +90,12 @@ def run(stage: StageFile) -> None:
     train_dataset = common.load_training_data(stage)
     addons = build_addons(stage, args, train_dataset, reward_functions)
     train_dataset, trainer_rewards = handed_on(addons, train_dataset, reward_functions)
-    trainer = trainer_class_with(GRPOTrainer, addons)(
-        model=stage.model_path,
-        reward_funcs=trainer_rewards,
-        args=args,
-        train_dataset=train_dataset,
-        eval_dataset=common.load_data(stage.eval_data) if stage.eval_data else None,
-        processing_class=common.load_tokenizer(stage.model_path),
-        peft_config=common.peft_config(stage),
-        callbacks=[callback for addon in addons for callback in addon.callbacks],
-    )
-    for addon in addons:
-        addon.attach(trainer)
-    metrics = common.train_and_save(trainer, stage, CURVES)
+    trainer, metrics = train_with_addons(GRPOTrainer, addons, stage, args, train_dataset, CURVES, reward_funcs=trainer_rewards)
     history = trainer.state.log_history
     metrics["first_reward"] = next((entry["reward"] for entry in history if "reward" in entry), None)
     for key in ["reward", "frac_reward_zero_std", *(f"rewards/{fn.__name__}/mean" for fn in reward_functions)]:
         metrics[key if key != "reward" else "final_reward"] = last_logged(history, key)
-    # Completions cut at max_completion_length score 0 on most rewards: the share of them, over the whole stage.
-    clipped = [entry["completions/clipped_ratio"] for entry in history if "completions/clipped_ratio" in entry]
-    metrics["clipped_fraction"] = sum(clipped) / len(clipped) if clipped else None
-    metrics["reward_errors"] = {fn.__name__: fn.errors for fn in reward_functions}
-    # Per reward, what it could not score on this rank: rows that raised, golds that are not math (math_accuracy).
-    metrics["rewards"] = {fn.__name__: fn.metrics() for fn in reward_functions}
-    for addon in addons:
-        summary = addon.summary()
-        if summary is not None:
-            metrics[addon.block] = summary
+    metrics.update(common.sampling_metrics(history, reward_functions))
     common.finish(stage, metrics)
 
 
