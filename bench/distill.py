@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -154,6 +155,7 @@ class Bench:
         write_json(OUT / "setup.json", {"offline_metrics": json.loads((run_dir / "offline" / "metrics.json").read_text())})
         return teacher, student, offline
 
+    @functools.cached_property
     def offline_sft_rows(self) -> Path:
         """The offline set as SFT rows: every accepted (correct) teacher completion, distinct per prompt."""
         path = self.work / "offline_sft.jsonl"
@@ -168,6 +170,7 @@ class Bench:
             path.write_text(text)
         return path
 
+    @functools.cached_property
     def offline_tokens(self) -> float:
         """Tokens of the teacher's sampling of the offline set: each sample's prompt and completion (+ its end)."""
         from stages import common
@@ -182,7 +185,7 @@ class Bench:
         args = {**arm.args, "max_steps": arm.steps, "save_steps": arm.eval_every, "save_total_limit": None, "logging_steps": 1, "report_to": "none"}
         stage: dict[str, Any] = {"name": "train", "kind": arm.kind, "model": "base", "args": args}
         if arm.kind == "sft":
-            stage["data"] = {"recipe": "jsonl", "path": str(self.offline_sft_rows())}
+            stage["data"] = {"recipe": "jsonl", "path": str(self.offline_sft_rows)}
         else:
             stage["data"] = POOL
             stage["rewards"] = [{"name": "math_accuracy"}]
@@ -196,7 +199,7 @@ class Bench:
     def key(self, arm_name: str, seed: int) -> str:
         """A run's cache key: what its figures depend on (the arm, the seed, the committed models, the data), no
         paths, so a run cached in another checkout or work directory counts."""
-        data = {"offline_sft_rows": sha16(self.offline_sft_rows())} if ARMS[arm_name].kind == "sft" else POOL
+        data = {"offline_sft_rows": sha16(self.offline_sft_rows)} if ARMS[arm_name].kind == "sft" else POOL
         return key_of({"arm": dataclasses.asdict(ARMS[arm_name]), "seed": seed, "start": self.start_hash, "data": data})
 
     def run(self, arm_name: str, seed: int) -> dict[str, Any]:
@@ -253,7 +256,7 @@ def flops(run: dict[str, Any], student_params: int, teacher_params: int, offline
 def summarise(bench: Bench, results: list[dict[str, Any]]) -> dict[str, Any]:
     start = bench.start_accuracy()
     student_params, teacher_params = parameters(bench.student), parameters(bench.teacher)
-    offline_tokens = bench.offline_tokens()
+    offline_tokens = bench.offline_tokens
     arms: dict[str, Any] = {}
     for arm in ARMS:
         runs = sorted((run for run in results if run["arm"] == arm), key=lambda run: run["seed"])
